@@ -1,0 +1,72 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""A forward-only cursor over a byte stream.
+
+Every format reader here sees its input through this class: it can only
+read ahead or skip ahead, which is what keeps the whole conversion to one
+sequential pass over the input.
+"""
+
+from glance_xen_import import exception
+
+# Bytes asked of the underlying stream at a time when skipping.
+_SKIP_CHUNK = 1 << 20
+
+
+class Cursor(object):
+    """Sequential reader that knows its position.
+
+    :param stream: object with ``read(n)`` returning at most n bytes, and
+        b'' only at the end.
+    :param what: how to name the stream in refusals ("VHD", "tar stream").
+    :param error: exception class raised when the stream ends early.
+    """
+
+    def __init__(self, stream, what, error=exception.InvalidDisk):
+        self._stream = stream
+        self.what = what
+        self.error = error
+        self.pos = 0
+
+    def read(self, size):
+        """Read up to ``size`` bytes; fewer only at the end of the stream."""
+        parts = []
+        wanted = size
+        while wanted > 0:
+            data = self._stream.read(wanted)
+            if not data:
+                break
+            parts.append(data)
+            wanted -= len(data)
+        data = parts[0] if len(parts) == 1 else b''.join(parts)
+        self.pos += len(data)
+        return data
+
+    def read_exact(self, size, field):
+        """Read exactly ``size`` bytes of ``field`` or refuse."""
+        start = self.pos
+        data = self.read(size)
+        if len(data) != size:
+            raise self.error('%s is truncated: %s at byte %d needs %d bytes, '
+                             'only %d remain' % (self.what, field, start, size,
+                                                 len(data)))
+        return data
+
+    def skip_to(self, offset, field):
+        """Discard input up to ``offset``, which must not lie behind us."""
+        if offset < self.pos:
+            raise self.error('%s: %s at byte %d lies before byte %d, which '
+                             'was already read' % (self.what, field, offset,
+                                                   self.pos))
+        while self.pos < offset:
+            self.read_exact(min(_SKIP_CHUNK, offset - self.pos), field)

@@ -1,0 +1,171 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Decompressing readers, chosen by magic number, never by file name.
+
+XenCenter gzips whole OVAs (``.ova.gz``) and may compress single OVF
+members with gzip or bzip2. A reader hands out at most what was asked for,
+so a small compressed input can never make us hold a large output.
+"""
+
+import bz2
+import lzma
+import zlib
+
+from glance_xen_import import exception
+
+GZIP_MAGIC = b'\x1f\x8b'
+BZIP2_MAGIC = b'BZh'
+XZ_MAGIC = b'\xfd7zXZ\x00'
+
+_INPUT_CHUNK = 1 << 20
+
+
+class _ZlibEngine(object):
+    """zlib keeps the input it could not use yet in unconsumed_tail."""
+
+    def __init__(self):
+        self._obj = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+        self.leftover = b''
+
+    def decompress(self, data, size):
+        out = self._obj.decompress(data, size)
+        # At the end of a member the rest is in unused_data (and, for zlib,
+        # repeated in unconsumed_tail).
+        self.leftover = b'' if self._obj.eof else self._obj.unconsumed_tail
+        return out
+
+    @property
+    def needs_input(self):
+        return not self.leftover
+
+    @property
+    def eof(self):
+        return self._obj.eof
+
+    @property
+    def unused_data(self):
+        return self._obj.unused_data
+
+
+class _BufferedEngine(object):
+    """bz2 and lzma keep unused input inside the decompressor."""
+
+    leftover = b''
+
+    def __init__(self, factory):
+        self._obj = factory()
+
+    def decompress(self, data, size):
+        return self._obj.decompress(data, size)
+
+    def __getattr__(self, name):
+        return getattr(self._obj, name)
+
+
+_FORMATS = {
+    'gzip': (GZIP_MAGIC, _ZlibEngine),
+    'bzip2': (BZIP2_MAGIC, lambda: _BufferedEngine(bz2.BZ2Decompressor)),
+    'xz': (XZ_MAGIC, lambda: _BufferedEngine(
+        lambda: lzma.LZMADecompressor(format=lzma.FORMAT_XZ))),
+}
+
+_ERRORS = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError)
+
+
+class Decompressor(object):
+    """Read the decompressed bytes of ``stream``.
+
+    Several compressed members in a row are read as one (RFC 1952 2.2 for
+    gzip; pbzip2 writes bzip2 the same way); zero padding after the last
+    member, as tar blocking leaves it, is ignored.
+    """
+
+    def __init__(self, kind, stream, first=b''):
+        self.kind = kind
+        self._magic, self._factory = _FORMATS[kind]
+        self._stream = stream
+        self._pending = first
+        self._engine = None
+        self._done = False
+
+    def _start_member(self):
+        while len(self._pending) < len(self._magic):
+            more = self._stream.read(_INPUT_CHUNK)
+            if not more:
+                break
+            self._pending += more
+        if self._pending.startswith(self._magic):
+            self._engine = self._factory()
+            return True
+        if self._pending.strip(b'\x00') or self._stream.read(1).strip(b'\0'):
+            raise exception.InvalidPackage(
+                '%s data is followed by bytes that are not %s'
+                % (self.kind, self.kind))
+        self._done = True
+        return False
+
+    def read(self, size):
+        while not self._done:
+            if self._engine is None and not self._start_member():
+                break
+            if self._engine.needs_input and not self._pending:
+                self._pending = self._stream.read(_INPUT_CHUNK)
+                if not self._pending:
+                    raise exception.InvalidPackage(
+                        '%s data ends before its end marker' % self.kind)
+            data, self._pending = self._pending, b''
+            try:
+                out = self._engine.decompress(data, size)
+            except _ERRORS as exc:
+                raise exception.InvalidPackage(
+                    '%s data is corrupt: %s' % (self.kind, exc))
+            self._pending = self._engine.leftover
+            if self._engine.eof:
+                self._pending = self._engine.unused_data + self._pending
+                self._engine = None
+            if out:
+                return out
+        return b''
+
+
+class _Prefixed(object):
+    """A stream with some already-read bytes put back in front."""
+
+    def __init__(self, prefix, stream):
+        self._prefix = prefix
+        self._stream = stream
+
+    def read(self, size):
+        if self._prefix:
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            return data
+        return self._stream.read(size)
+
+
+def sniff(stream):
+    """Return (kind, reader); kind is None, 'gzip', 'bzip2' or 'xz'."""
+    head = b''
+    while len(head) < len(XZ_MAGIC):
+        data = stream.read(len(XZ_MAGIC) - len(head))
+        if not data:
+            break
+        head += data
+    for kind, (magic, _factory) in _FORMATS.items():
+        if head.startswith(magic):
+            return kind, Decompressor(kind, stream, head)
+    return None, _Prefixed(head, stream)
+
+
+def open_member(kind, stream):
+    """Decompress an OVF member declared with ovf:compression=``kind``."""
+    return Decompressor(kind, stream)
