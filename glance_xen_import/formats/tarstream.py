@@ -23,12 +23,12 @@ is allowed to mean is decided here.
 """
 
 import dataclasses
-import posixpath
 import tarfile
 
 from glance_xen_import import exception
 from glance_xen_import.formats import bytestream
 from glance_xen_import.formats import compression
+from glance_xen_import.formats import names
 
 BLOCK = 512
 # Bounds on metadata members: pax headers and GNU long names are read into
@@ -70,22 +70,11 @@ class Member(object):
 
 def _clean_name(raw):
     """Return the member name, or refuse one that is not a plain name."""
-    if not raw or '\x00' in raw:
-        raise exception.InvalidPackage('tar member has an empty name')
-    if raw.startswith('/'):
+    try:
+        return names.member_name(raw)
+    except ValueError as exc:
         raise exception.InvalidPackage(
-            'tar member name %r is an absolute path' % raw)
-    if '\\' in raw:
-        raise exception.InvalidPackage(
-            'tar member name %r contains a backslash' % raw)
-    parts = [p for p in raw.split('/') if p not in ('', '.')]
-    if '..' in parts:
-        raise exception.InvalidPackage(
-            'tar member name %r refers to a parent directory' % raw)
-    if not parts:
-        raise exception.InvalidPackage(
-            'tar member name %r names no file' % raw)
-    return posixpath.join(*parts)
+            'tar member name %r is %s' % (raw[:80], exc))
 
 
 def _parse_pax(data):

@@ -1,0 +1,85 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+
+"""OVF manifest (``.mf``): one ``ALGO(name)= hexdigest`` line per file.
+
+DSP0243 names SHA1 and SHA256; XenCenter writes SHA256 (older exports
+SHA1), with CRLF line ends. Names are matched against tar member names.
+"""
+
+import hashlib
+import re
+
+from glance_xen_import import exception
+from glance_xen_import.formats import names
+
+MAX_MANIFEST_SIZE = 1 << 20
+ALGORITHMS = {'SHA1': 'sha1', 'SHA256': 'sha256', 'SHA512': 'sha512'}
+_LINE = re.compile(r'^(SHA1|SHA256|SHA512)\((.+)\)\s*=\s*([0-9A-Fa-f]+)$')
+
+
+def parse(data):
+    """Return {member name: (algorithm, lowercase hex digest)}."""
+    if len(data) > MAX_MANIFEST_SIZE:
+        raise exception.InvalidPackage(
+            'manifest is %d bytes, more than the %d accepted'
+            % (len(data), MAX_MANIFEST_SIZE))
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError:
+        raise exception.InvalidPackage('manifest is not UTF-8 text')
+    entries = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        match = _LINE.match(line)
+        if not match:
+            raise exception.InvalidPackage(
+                'manifest line %d is not "SHA256(name)= digest"' % number)
+        algorithm = ALGORITHMS[match.group(1)]
+        digest = match.group(3).lower()
+        if len(digest) != hashlib.new(algorithm).digest_size * 2:
+            raise exception.InvalidPackage(
+                'manifest line %d: a %s digest has %d hex digits, not %d'
+                % (number, match.group(1), len(digest),
+                   hashlib.new(algorithm).digest_size * 2))
+        try:
+            name = names.member_name(match.group(2))
+        except ValueError as exc:
+            raise exception.InvalidPackage(
+                'manifest line %d names %s' % (number, exc))
+        if name in entries:
+            raise exception.InvalidPackage(
+                'manifest lists %r twice' % name)
+        entries[name] = (algorithm, digest)
+    if not entries:
+        raise exception.InvalidPackage('manifest lists no file')
+    return entries
+
+
+class HashingReader(object):
+    """Pass reads through while computing the digests a manifest may ask."""
+
+    def __init__(self, stream, algorithms=('sha1', 'sha256')):
+        self._stream = stream
+        self._hashes = {a: hashlib.new(a) for a in algorithms}
+
+    def read(self, size=-1):
+        data = self._stream.read(size)
+        for digest in self._hashes.values():
+            digest.update(data)
+        return data
+
+    def hexdigest(self, algorithm):
+        return self._hashes[algorithm].hexdigest()

@@ -1,0 +1,278 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""OVA package (DSP0243 "OVF package" in tar form), read in one pass.
+
+Member order, as DSP0243 and XenCenter's exporter write it: the ``.ovf``
+descriptor first, then the optional ``.mf`` manifest and ``.cert``
+signature, then the files References lists. A manifest may also come last;
+every member is hashed as it streams by, so a late manifest is checked too.
+The boot disk is handed to a converter while it streams; other disks are
+read past and reported.
+"""
+
+import dataclasses
+
+from glance_xen_import import exception
+from glance_xen_import.formats import compression
+from glance_xen_import.formats import manifest
+from glance_xen_import.formats import ovf
+from glance_xen_import.formats import tarstream
+from glance_xen_import import options
+
+# Digests computed for members that stream by before the manifest does.
+_LATE_MANIFEST_ALGORITHMS = ('sha1', 'sha256')
+
+
+@dataclasses.dataclass
+class PackageResult:
+    descriptor: object
+    disk: object                 # the converted ovf.DiskRef
+    disk_result: object          # what the converter returned
+    skipped_disks: list          # other ovf.DiskRef of the package
+    manifest: str                # 'verified', 'absent' or 'ignored'
+    signed: bool                 # a .cert member was present (not checked)
+
+
+class _Members(object):
+    """The tar members with one of look-ahead."""
+
+    def __init__(self, stream):
+        self._iter = tarstream.iter_members(stream)
+        self._next = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._next is not None:
+            member, self._next = self._next, None
+            return member
+        return next(self._iter)
+
+    def push_back(self, member):
+        self._next = member
+
+
+def _chunk_name(href, index):
+    # DSP0243 7.1: chunks are named <href>.000000000, <href>.000000001, ...
+    return '%s.%09d' % (href, index)
+
+
+class _ChunkReader(object):
+    """The concatenation of the chunk members of one file.
+
+    :param wrap: called on each chunk member; returns the reader to use.
+    """
+
+    def __init__(self, first, members, disk, wrap):
+        self._members = members
+        self._disk = disk
+        self._wrap = wrap
+        self._index = 0
+        self._current = self._enter(first)
+
+    def _enter(self, member):
+        if member.size > self._disk.chunk_size:
+            raise exception.InvalidPackage(
+                'chunk %s is %d bytes, more than the chunkSize of %d'
+                % (member.name, member.size, self._disk.chunk_size))
+        self._size = member.size
+        return self._wrap(member)
+
+    def read(self, size):
+        while self._current is not None:
+            data = self._current.read(size)
+            if data:
+                return data
+            self._index += 1
+            following = next(self._members, None)
+            if following is None or following.name != _chunk_name(
+                    self._disk.href, self._index):
+                if following is not None:
+                    self._members.push_back(following)
+                self._current = None
+                break
+            if self._size != self._disk.chunk_size:
+                raise exception.InvalidPackage(
+                    'chunk %s is followed by another but is not the '
+                    'chunkSize of %d bytes' % (
+                        _chunk_name(self._disk.href, self._index - 1),
+                        self._disk.chunk_size))
+            self._current = self._enter(following)
+        return b''
+
+
+class _Digests(object):
+    """Digests of the members, checked against the manifest."""
+
+    def __init__(self, policy):
+        self.policy = policy
+        self.entries = None
+        self.signed = False
+        self._pending = []        # (name, HashingReader)
+
+    def wrap(self, member):
+        if self.policy == options.MANIFEST_IGNORE:
+            return member
+        if self.entries is None:
+            algorithms = _LATE_MANIFEST_ALGORITHMS
+        elif member.name in self.entries:
+            algorithms = (self.entries[member.name][0],)
+        else:
+            raise exception.InvalidPackage(
+                'member %s is not listed in the manifest' % member.name)
+        reader = manifest.HashingReader(member, algorithms)
+        self._pending.append((member.name, reader))
+        return reader
+
+    def take_manifest(self, member):
+        if self.entries is not None:
+            raise exception.InvalidPackage('package has two manifests')
+        if member.size > manifest.MAX_MANIFEST_SIZE:
+            raise exception.InvalidPackage(
+                'manifest %s is %d bytes, more than the %d accepted'
+                % (member.name, member.size, manifest.MAX_MANIFEST_SIZE))
+        entries = manifest.parse(member.read())
+        if self.policy != options.MANIFEST_IGNORE:
+            self.entries = entries
+
+    def check_member(self, name, reader):
+        if name not in self.entries:
+            raise exception.InvalidPackage(
+                'member %s is not listed in the manifest' % name)
+        algorithm, expected = self.entries[name]
+        try:
+            actual = reader.hexdigest(algorithm)
+        except KeyError:
+            raise exception.InvalidPackage(
+                'manifest uses %s for %s, which came before the manifest; '
+                'only SHA1 and SHA256 can be checked then'
+                % (algorithm.upper(), name))
+        if actual != expected:
+            raise exception.ManifestMismatch(
+                'manifest %s digest of %s does not match: the package is '
+                'damaged or altered' % (algorithm.upper(), name))
+
+    def check_read(self):
+        """Check the members read so far, once the manifest is known."""
+        if self.entries is None:
+            return
+        for name, reader in self._pending:
+            self.check_member(name, reader)
+        self._pending = []
+
+    def finish(self, names):
+        if self.policy == options.MANIFEST_IGNORE:
+            return 'ignored'
+        if self.entries is None:
+            if self.policy == options.MANIFEST_REQUIRE:
+                raise exception.InvalidPackage(
+                    'package has no manifest, and one is required')
+            return 'absent'
+        self.check_read()
+        missing = sorted(set(self.entries) - set(names))
+        if missing:
+            raise exception.InvalidPackage(
+                'manifest lists %s, which the package does not contain'
+                % missing[0])
+        return 'verified'
+
+
+def _read_descriptor(members, digests):
+    first = next(members, None)
+    if first is None:
+        raise exception.InvalidPackage('the tar archive is empty')
+    if not first.name.lower().endswith('.ovf'):
+        raise exception.InvalidPackage(
+            'the first member of an OVA must be the .ovf descriptor, not %s'
+            % first.name)
+    if first.size > ovf.MAX_DESCRIPTOR_SIZE:
+        raise exception.InvalidPackage(
+            'OVF descriptor is %d bytes, more than the %d accepted'
+            % (first.size, ovf.MAX_DESCRIPTOR_SIZE))
+    return first.name, ovf.parse(digests.wrap(first).read())
+
+
+def read_package(stream, convert_disk, manifest_policy):
+    """Read an OVA from ``stream`` and convert its boot disk.
+
+    :param convert_disk: called as ``convert_disk(reader, size, disk)``
+        with a reader over the disk's (decompressed) bytes, their length
+        when known in advance, and its ovf.DiskRef; returns a result kept in
+        :attr:`PackageResult.disk_result`.
+    :param manifest_policy: one of the options.MANIFEST_* values.
+    """
+    members = _Members(stream)
+    digests = _Digests(manifest_policy)
+    ovf_name, descriptor = _read_descriptor(members, digests)
+    disk = descriptor.disks[0]
+    if not disk.is_vhd:
+        raise exception.UnsupportedDisk(
+            'boot disk %s is in format %s; only VHD is converted'
+            % (disk.href, disk.format_uri))
+    first_name = (_chunk_name(disk.href, 0) if disk.chunk_size
+                  else disk.href)
+    names = [ovf_name]
+
+    def wrap(member):
+        names.append(member.name)
+        return digests.wrap(member)
+
+    disk_result = None
+    found = False
+    for member in members:
+        lower = member.name.lower()
+        if lower.endswith('.mf'):
+            names.append(member.name)
+            digests.take_manifest(member)
+        elif lower.endswith('.cert'):
+            # The signature covers the manifest; noted, not checked.
+            names.append(member.name)
+            digests.signed = True
+        elif member.name == first_name and not found:
+            found = True
+            disk_result = _convert(member, members, disk, wrap, convert_disk)
+        else:
+            reader = wrap(member)
+            if digests.policy != options.MANIFEST_IGNORE:
+                while reader.read(1 << 20):
+                    pass
+        digests.check_read()
+    if not found:
+        raise exception.InvalidPackage(
+            'package has no member %s, which holds the boot disk'
+            % first_name)
+    state = digests.finish(names)
+    return PackageResult(descriptor=descriptor, disk=disk,
+                         disk_result=disk_result,
+                         skipped_disks=list(descriptor.disks[1:]),
+                         manifest=state, signed=digests.signed)
+
+
+def _convert(member, members, disk, wrap, convert_disk):
+    if disk.chunk_size:
+        reader = _ChunkReader(member, members, disk, wrap)
+        size = None
+    else:
+        reader = wrap(member)
+        size = member.size
+    if disk.compression:
+        reader = compression.open_member(disk.compression, reader)
+        size = None
+    result = convert_disk(reader, size, disk)
+    # The decoder stops at the end of the disk: anything after it is data
+    # that has no place in the package.
+    if reader.read(1):
+        raise exception.InvalidPackage(
+            'member %s has data after the end of its disk' % disk.href)
+    return result
