@@ -1,0 +1,1106 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Make converter test inputs: RAW disks, VHDs, OVF descriptors and OVAs.
+
+Inputs come from tools nobody on the project wrote (sfdisk, mkfs.ext4 -d,
+qemu-img, qemu-io, Python's tarfile/gzip/hashlib). Where a XenServer producer
+cannot be run here, this module edits their output in documented ways: it
+rewrites the VHD footer creator (XAPI's ``caml``, blktap's ``tap``, DiscUtils'
+``dutl``), moves the BAT, adds a blktap batmap or reorders blocks. Every VHD
+it writes can be read back with libvhdi (``pyvhdi_equal``) to show the edit
+kept the disk's content.
+
+Nothing here imports the product: the kit is shared by the unit tests, the
+functional tests and the benchmark. Sizes are in bytes throughout.
+"""
+
+import collections
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import shutil
+import struct
+import subprocess
+import tarfile
+import tempfile
+import uuid
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+SECTOR = 512
+VHD_BLOCK = 2 * MiB
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        'fixtures')
+SAMPLE_OVF = os.path.join(FIXTURES, 'xenadmin-sample_app.ovf')
+
+NS = {
+    'ovf': 'http://schemas.dmtf.org/ovf/envelope/1',
+    'xenovf': 'http://schemas.citrix.com/ovf/envelope/1',
+    'rasd': ('http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/'
+             'CIM_ResourceAllocationSettingData'),
+    'vssd': ('http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/'
+             'CIM_VirtualSystemSettingData'),
+}
+VHD_FORMAT_URI = ('http://www.microsoft.com/technet/virtualserver/'
+                  'downloads/vhdspec.mspx')
+
+
+# --------------------------------------------------------------------------
+# External tools
+
+def missing_tools(*names):
+    """Return the names in ``names`` that are not on PATH."""
+    return [name for name in names if shutil.which(name) is None]
+
+
+def run(*args, **kwargs):
+    """Run a command, raising with its stderr if it fails."""
+    proc = subprocess.run([str(a) for a in args], capture_output=True,
+                          **kwargs)
+    if proc.returncode != 0:
+        raise RuntimeError('%s failed (%d): %s' % (
+            ' '.join(str(a) for a in args), proc.returncode,
+            proc.stderr.decode(errors='replace').strip()))
+    return proc.stdout
+
+
+# --------------------------------------------------------------------------
+# RAW disks with real content
+
+RawDisk = collections.namedtuple(
+    'RawDisk', 'path size table part_offset part_size tail_offset')
+
+TAIL_MARKER = b'GXI-TAIL' * 512   # 4 KiB that must survive at the disk end
+
+
+def _fill_tree(root, seed, data_bytes):
+    """Write files of random and of zero content under ``root``."""
+    rnd = random.Random(seed)
+    os.makedirs(os.path.join(root, 'etc'), exist_ok=True)
+    with open(os.path.join(root, 'etc', 'hostname'), 'w') as f:
+        f.write('ovakit-%d\n' % seed)
+    sizes = [7 * KiB, 300 * KiB, data_bytes // 2, data_bytes // 4]
+    for i, size in enumerate(sizes):
+        with open(os.path.join(root, 'data%d.bin' % i), 'wb') as f:
+            f.write(rnd.randbytes(size))
+    # A sparse file: mkfs.ext4 -d keeps the hole unallocated.
+    with open(os.path.join(root, 'sparse.bin'), 'wb') as f:
+        f.truncate(512 * KiB)
+        f.seek(256 * KiB)
+        f.write(b'middle')
+
+
+def make_fs_image(path, size, seed=0, data_bytes=1 * MiB):
+    """Make an ext4 filesystem image of ``size`` bytes with test files."""
+    with tempfile.TemporaryDirectory() as root:
+        _fill_tree(root, seed, data_bytes)
+        run('mkfs.ext4', '-F', '-q', '-d', root, '-L', 'ovakit',
+            '-U', str(uuid.UUID(int=seed + 1)), path, str(size // KiB) + 'k')
+    return path
+
+
+def copy_sparse(src, dst_fd, offset, chunk=64 * KiB):
+    """Copy file ``src`` into ``dst_fd`` at ``offset``; skip zero chunks."""
+    with open(src, 'rb') as f:
+        pos = 0
+        while True:
+            data = f.read(chunk)
+            if not data:
+                break
+            if data.count(0) != len(data):
+                os.pwrite(dst_fd, data, offset + pos)
+            pos += len(data)
+
+
+def make_raw_disk(path, size=16 * MiB, table='gpt', fs_size=None, seed=0,
+                  tail_marker=True, data_bytes=1 * MiB):
+    """Make a sparse RAW disk: partition table, ext4 partition, zeros.
+
+    The partition starts at 1 MiB and holds an ext4 filesystem made with
+    ``mkfs.ext4 -d``; the space after it stays zero (holes), so a VHD made
+    from the disk has both allocated and unallocated blocks. With
+    ``tail_marker`` the last 4 KiB carry ``TAIL_MARKER`` (for an MBR disk; a
+    GPT disk has its backup header there anyway, and the marker goes just
+    before it): a reader that cuts the end of the disk loses it.
+    """
+    if size % SECTOR:
+        raise ValueError('size must be a multiple of 512')
+    part_offset = 1 * MiB
+    if fs_size is None:
+        fs_size = min(6 * MiB, size - 2 * MiB - 64 * KiB)
+    fs_size -= fs_size % (4 * KiB)
+    with open(path, 'wb') as f:
+        f.truncate(size)
+    if table == 'gpt':
+        script = ('label: gpt\nfirst-lba: 34\n'
+                  'start=2048, size=%d, type=L, name="root"\n'
+                  % (fs_size // SECTOR))
+    elif table == 'mbr':
+        script = ('label: dos\nlabel-id: 0x%08x\n'
+                  'start=2048, size=%d, type=83, bootable\n'
+                  % (0x1000 + seed, fs_size // SECTOR))
+    else:
+        raise ValueError(table)
+    run('sfdisk', '--no-reread', '--no-tell-kernel', '-q', path,
+        input=script.encode())
+    with tempfile.TemporaryDirectory() as tmp:
+        fs = make_fs_image(os.path.join(tmp, 'fs.img'), fs_size, seed,
+                           data_bytes)
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            copy_sparse(fs, fd, part_offset)
+            tail_offset = None
+            if tail_marker:
+                # GPT keeps its backup header in the last 33 sectors.
+                reserve = 33 * SECTOR if table == 'gpt' else 0
+                tail_offset = (size - reserve - len(TAIL_MARKER)) & ~511
+                os.pwrite(fd, TAIL_MARKER, tail_offset)
+        finally:
+            os.close(fd)
+    return RawDisk(path, size, table, part_offset, fs_size, tail_offset)
+
+
+def make_pattern_raw(path, size, extents, seed=0):
+    """Make a sparse RAW of ``size`` with random bytes at (offset, length)."""
+    rnd = random.Random(seed)
+    with open(path, 'wb') as f:
+        f.truncate(size)
+        for offset, length in extents:
+            f.seek(offset)
+            f.write(rnd.randbytes(length))
+    return path
+
+
+# --------------------------------------------------------------------------
+# VHD structures (big-endian, VHD spec v1.0)
+
+FOOTER_FIELDS = {
+    'cookie': (0, '8s'), 'features': (8, '>I'), 'version': (12, '>I'),
+    'data_offset': (16, '>Q'), 'timestamp': (24, '>I'),
+    'creator': (28, '4s'), 'creator_version': (32, '>I'),
+    'creator_os': (36, '>I'), 'original_size': (40, '>Q'),
+    'current_size': (48, '>Q'), 'cylinders': (56, '>H'), 'heads': (58, 'B'),
+    'sectors': (59, 'B'), 'disk_type': (60, '>I'), 'checksum': (64, '>I'),
+    'uuid': (68, '16s'), 'saved_state': (84, 'B'), 'hidden': (85, 'B'),
+}
+HEADER_FIELDS = {
+    'cookie': (0, '8s'), 'data_offset': (8, '>Q'),
+    'table_offset': (16, '>Q'), 'version': (24, '>I'),
+    'max_table_entries': (28, '>I'), 'block_size': (32, '>I'),
+    'checksum': (36, '>I'), 'parent_uuid': (40, '16s'),
+    'parent_timestamp': (56, '>I'), 'parent_name': (64, '512s'),
+}
+LOCATOR_OFFSET = 576   # eight 24-byte parent locator entries in the header
+
+DISK_FIXED = 2
+DISK_DYNAMIC = 3
+DISK_DIFFERENCING = 4
+
+# Footer identities of XenServer-family producers (research notes, 1.1/3).
+XEN_CREATORS = {
+    'caml': dict(creator=b'caml', creator_version=0x00000001, creator_os=0,
+                 timestamp=0),
+    'tap': dict(creator=b'tap\0', creator_version=0x00010003, creator_os=0),
+    'dutl': dict(creator=b'dutl', creator_version=0x00060001,
+                 creator_os=0x5769326B),
+}
+
+
+def get_field(buf, fields, name):
+    offset, fmt = fields[name]
+    return struct.unpack_from(fmt, buf, offset)[0]
+
+
+def set_field(buf, fields, name, value):
+    offset, fmt = fields[name]
+    struct.pack_into(fmt, buf, offset, value)
+
+
+def vhd_checksum(buf, field_offset):
+    """One's complement of the byte sum, the checksum field counted as 0."""
+    total = sum(buf) - sum(buf[field_offset:field_offset + 4])
+    return ~total & 0xFFFFFFFF
+
+
+def seal_footer(buf):
+    set_field(buf, FOOTER_FIELDS, 'checksum', vhd_checksum(buf, 64))
+    return buf
+
+
+def seal_header(buf):
+    set_field(buf, HEADER_FIELDS, 'checksum', vhd_checksum(buf, 36))
+    return buf
+
+
+def chs_geometry(current_size):
+    """CHS geometry for ``current_size`` (VHD spec appendix algorithm)."""
+    total = current_size // SECTOR
+    total = min(total, 65535 * 16 * 255)
+    if total >= 65535 * 16 * 63:
+        spt, heads = 255, 16
+        cth = total // spt
+    else:
+        spt = 17
+        cth = total // spt
+        heads = max((cth + 1023) // 1024, 4)
+        if cth >= heads * 1024 or heads > 16:
+            spt, heads = 31, 16
+            cth = total // spt
+        if cth >= heads * 1024:
+            spt, heads = 63, 16
+            cth = total // spt
+    return cth // heads, heads, spt
+
+
+def chs_bytes(current_size):
+    c, h, s = chs_geometry(current_size)
+    return c * h * s * SECTOR
+
+
+def read_footer(path):
+    """Return the trailing 512-byte footer of ``path`` as a bytearray."""
+    with open(path, 'rb') as f:
+        f.seek(-SECTOR, os.SEEK_END)
+        return bytearray(f.read(SECTOR))
+
+
+def footer_info(path):
+    """Return the footer fields of ``path`` as a dict."""
+    buf = read_footer(path)
+    return {name: get_field(buf, FOOTER_FIELDS, name)
+            for name in FOOTER_FIELDS}
+
+
+def edit_footer(path, where='both', seal=True, **fields):
+    """Set footer fields in place; ``where`` is 'both', 'tail' or 'copy'.
+
+    The copy at offset 0 exists for dynamic and differencing disks only.
+    """
+    size = os.path.getsize(path)
+    with open(path, 'r+b') as f:
+        places = []
+        if where in ('both', 'tail'):
+            places.append(size - SECTOR)
+        f.seek(0)
+        if where in ('both', 'copy') and f.read(8) == b'conectix':
+            places.append(0)
+        for offset in places:
+            f.seek(offset)
+            buf = bytearray(f.read(SECTOR))
+            for name, value in fields.items():
+                set_field(buf, FOOTER_FIELDS, name, value)
+            if seal:
+                seal_footer(buf)
+            f.seek(offset)
+            f.write(buf)
+
+
+def set_creator(path, creator='caml', geometry=True):
+    """Make a VHD look like it came from a XenServer-family producer.
+
+    ``creator`` is a key of ``XEN_CREATORS``. The CHS geometry is recomputed
+    from current_size with the spec's algorithm, as those producers do, so a
+    size that is not a CHS multiple keeps a geometry that is short of it.
+    """
+    fields = dict(XEN_CREATORS[creator])
+    if geometry:
+        current = footer_info(path)['current_size']
+        fields['cylinders'], fields['heads'], fields['sectors'] = (
+            chs_geometry(current))
+    edit_footer(path, **fields)
+
+
+# --------------------------------------------------------------------------
+# VHDs made by qemu
+
+def qemu_vhd(raw, vhd, subformat='dynamic', force_size=True):
+    """``qemu-img convert -O vpc`` (force_size=on: creator qem2, exact size).
+
+    Without force_size qemu rounds the size up to a CHS multiple and writes
+    creator ``qemu``.
+    """
+    opts = 'subformat=%s' % subformat
+    if force_size:
+        opts += ',force_size=on'
+    run('qemu-img', 'convert', '-q', '-f', 'raw', '-O', 'vpc', '-o', opts,
+        raw, vhd)
+    return vhd
+
+
+def nonzero_chunks(path, chunk=1 * MiB):
+    """Yield (offset, length) of the chunks of ``path`` that are not zero."""
+    with open(path, 'rb') as f:
+        offset = 0
+        while True:
+            data = f.read(chunk)
+            if not data:
+                return
+            if data.count(0) != len(data):
+                yield offset, len(data)
+            offset += len(data)
+
+
+def qemu_vhd_reverse(raw, vhd, chunk=1 * MiB):
+    """Write ``raw`` into a new dynamic VHD with qemu-io, last chunk first.
+
+    qemu appends a block when it is first written, so the file holds the
+    blocks in descending virtual order, as a XenServer SR file may.
+    """
+    size = os.path.getsize(raw)
+    run('qemu-img', 'create', '-q', '-f', 'vpc', '-o',
+        'subformat=dynamic,force_size=on', vhd, str(size))
+    chunks = list(nonzero_chunks(raw, chunk))
+    with tempfile.TemporaryDirectory() as tmp, open(raw, 'rb') as f:
+        commands = []
+        for i, (offset, length) in enumerate(reversed(chunks)):
+            name = os.path.join(tmp, 'c%d' % i)
+            f.seek(offset)
+            with open(name, 'wb') as out:
+                out.write(f.read(length))
+            commands += ['-c', 'write -q -s %s %d %d' % (name, offset, length)]
+        if commands:
+            run('qemu-io', '-f', 'vpc', *commands, vhd)
+    return vhd
+
+
+def qemu_to_raw(vhd, raw, size_calc=None):
+    """``qemu-img convert -f vpc -O raw`` (optionally forcing the size)."""
+    if size_calc:
+        run('qemu-img', 'convert', '-q', '--image-opts',
+            'driver=vpc,force_size_calc=%s,file.filename=%s'
+            % (size_calc, vhd), '-O', 'raw', raw)
+    else:
+        run('qemu-img', 'convert', '-q', '-f', 'vpc', '-O', 'raw', vhd, raw)
+    return raw
+
+
+def qemu_virtual_size(vhd):
+    """The virtual size qemu-img gives a VHD (by its creator rules)."""
+    out = run('qemu-img', 'info', '--output=json', '-f', 'vpc', vhd)
+    return json.loads(out)['virtual-size']
+
+
+# --------------------------------------------------------------------------
+# Dynamic VHD relayout: the same disk with another producer's layout
+
+@dataclasses.dataclass
+class DynamicVhd:
+    """A dynamic VHD held in memory: footer, header and its data blocks."""
+
+    footer: bytearray
+    header: bytearray
+    blocks: dict          # virtual block index -> bitmap + data bytes
+
+    @property
+    def block_size(self):
+        return get_field(self.header, HEADER_FIELDS, 'block_size')
+
+    @property
+    def max_table_entries(self):
+        return get_field(self.header, HEADER_FIELDS, 'max_table_entries')
+
+    @property
+    def bitmap_size(self):
+        return _bitmap_size(self.block_size)
+
+    @classmethod
+    def load(cls, path):
+        with open(path, 'rb') as f:
+            data = f.read()
+        footer = bytearray(data[-SECTOR:])
+        data_offset = get_field(footer, FOOTER_FIELDS, 'data_offset')
+        header = bytearray(data[data_offset:data_offset + 1024])
+        table = get_field(header, HEADER_FIELDS, 'table_offset')
+        mte = get_field(header, HEADER_FIELDS, 'max_table_entries')
+        bsize = get_field(header, HEADER_FIELDS, 'block_size')
+        span = _bitmap_size(bsize) + bsize
+        bat = struct.unpack_from('>%dI' % mte, data, table)
+        blocks = {}
+        for index, entry in enumerate(bat):
+            if entry != 0xFFFFFFFF:
+                start = entry * SECTOR
+                blocks[index] = data[start:start + span]
+        return cls(footer, header, blocks)
+
+    def write(self, path, order='ascending', table_offset=1536,
+              max_table_entries=None, batmap=False, batmap_encrypted=False,
+              align_data=False, gap_after_bat=0, seed=0):
+        """Write the disk with the given layout; return the BAT written.
+
+        order: 'ascending', 'descending', 'shuffle' or a list of block
+        indexes (file order). table_offset 2048 is XAPI's (``caml``) layout;
+        batmap adds blktap's ``tdbatmap`` header and map after the BAT;
+        align_data puts each block's data on a 4 KiB boundary as tapdisk
+        does; gap_after_bat leaves zero bytes after the BAT (room for parent
+        locators). max_table_entries may exceed what the size needs, as
+        ``vhd-util create -S`` does.
+        """
+        header = bytearray(self.header)
+        mte = max_table_entries or self.max_table_entries
+        set_field(header, HEADER_FIELDS, 'max_table_entries', mte)
+        set_field(header, HEADER_FIELDS, 'table_offset', table_offset)
+        indexes = sorted(self.blocks)
+        if order == 'ascending':
+            pass
+        elif order == 'descending':
+            indexes.reverse()
+        elif order == 'shuffle':
+            random.Random(seed).shuffle(indexes)
+        else:
+            indexes = list(order)
+        bat_bytes = _round_up(4 * mte, SECTOR)
+        pos = table_offset + bat_bytes
+        batmap_at = None
+        if batmap:
+            batmap_at = pos
+            map_bytes = _round_up((mte + 7) // 8, SECTOR)
+            pos += SECTOR + map_bytes
+        self.gap_offset = pos
+        pos += _round_up(gap_after_bat, SECTOR)
+        bat = [0xFFFFFFFF] * mte
+        placed = []
+        for index in indexes:
+            if align_data:
+                pos = _round_up(pos + self.bitmap_size, 4 * KiB) - (
+                    self.bitmap_size)
+            bat[index] = pos // SECTOR
+            placed.append((pos, self.blocks[index]))
+            pos += len(self.blocks[index])
+        seal_header(header)
+        footer = bytearray(self.footer)
+        seal_footer(footer)
+        with open(path, 'wb') as f:
+            f.write(footer)
+            f.seek(get_field(footer, FOOTER_FIELDS, 'data_offset'))
+            f.write(header)
+            f.seek(table_offset)
+            f.write(struct.pack('>%dI' % mte, *bat))
+            if batmap:
+                f.seek(batmap_at)
+                f.write(_batmap(mte, self.blocks, batmap_at + SECTOR,
+                                batmap_encrypted))
+            for offset, block in placed:
+                f.seek(offset)
+                f.write(block)
+            f.seek(pos)
+            f.write(footer)
+        return bat
+
+
+def _round_up(value, unit):
+    return (value + unit - 1) // unit * unit
+
+
+def _bitmap_size(block_size):
+    return _round_up(block_size // SECTOR // 8, SECTOR)
+
+
+def _batmap(mte, blocks, map_offset, encrypted):
+    """blktap's batmap header (512 B) and map; bit i = block i is full."""
+    bits = bytearray(_round_up((mte + 7) // 8, SECTOR))
+    for index in blocks:
+        bits[index // 8] |= 0x80 >> (index % 8)
+    used = bits[:(mte + 7) // 8]
+    hdr = bytearray(SECTOR)
+    struct.pack_into('>8sQII', hdr, 0, b'tdbatmap', map_offset,
+                     len(bits) // SECTOR, 0x00010002)
+    struct.pack_into('>I', hdr, 24, ~sum(used) & 0xFFFFFFFF)
+    if encrypted:
+        # struct vhd_keyhash at 29: cookie 1 = the data is encrypted.
+        hdr[29] = 1
+        hdr[30:62] = b'N' * 32
+        hdr[62:94] = hashlib.sha256(b'N' * 32 + b'key').digest()
+    return bytes(hdr) + bytes(bits)
+
+
+def xen_vhd(raw, vhd, creator='caml', subformat='dynamic', order=None):
+    """A VHD of ``raw`` as a XenServer-family producer would lay it out.
+
+    qemu-img makes it with force_size=on (exact current_size), then:
+    'caml' (XAPI export): BAT at 2048, blocks ascending;
+    'tap' (blktap SR file): batmap after the BAT, 4 KiB-aligned data,
+    blocks in ``order`` (default 'shuffle');
+    'dutl' (DiscUtils, old XenCenter): qemu's layout, ascending.
+    In every case the footer gets the producer's creator and the spec CHS.
+    """
+    if subformat == 'fixed':
+        qemu_vhd(raw, vhd, 'fixed', force_size=True)
+    else:
+        tmp = vhd + '.qemu'
+        qemu_vhd(raw, tmp, 'dynamic', force_size=True)
+        disk = DynamicVhd.load(tmp)
+        os.unlink(tmp)
+        if creator == 'caml':
+            disk.write(vhd, order=order or 'ascending', table_offset=2048)
+        elif creator == 'tap':
+            disk.write(vhd, order=order or 'shuffle', batmap=True,
+                       align_data=True)
+        else:
+            disk.write(vhd, order=order or 'ascending')
+    set_creator(vhd, creator)
+    return vhd
+
+
+def make_differencing(src_vhd, dst_vhd, parent_path):
+    """Turn a dynamic VHD into a differencing one naming ``parent_path``.
+
+    Parent locators: W2ku (absolute, UTF-16LE), W2ru (relative) and MacX
+    (file:// URL, UTF-8), placed after the BAT. A reader must refuse the disk
+    without opening any of them.
+    """
+    disk = DynamicVhd.load(src_vhd)
+    set_field(disk.footer, FOOTER_FIELDS, 'disk_type', DISK_DIFFERENCING)
+    name = os.path.basename(parent_path)
+    set_field(disk.header, HEADER_FIELDS, 'parent_uuid', uuid.uuid4().bytes)
+    set_field(disk.header, HEADER_FIELDS, 'parent_name',
+              name.encode('utf-16-be'))
+    payloads = [
+        (b'W2ku', parent_path.encode('utf-16-le')),
+        (b'W2ru', ('.\\' + name).encode('utf-16-le')),
+        (b'MacX', ('file://' + parent_path).encode()),
+    ]
+    # First pass finds where the gap after the BAT lands.
+    disk.write(dst_vhd, gap_after_bat=len(payloads) * SECTOR)
+    gap = disk.gap_offset
+    for i, (code, data) in enumerate(payloads):
+        struct.pack_into('>4sIIIQ', disk.header,
+                         LOCATOR_OFFSET + 24 * i, code, SECTOR, len(data), 0,
+                         gap + i * SECTOR)
+    disk.write(dst_vhd, gap_after_bat=len(payloads) * SECTOR)
+    with open(dst_vhd, 'r+b') as f:
+        for i, (code, data) in enumerate(payloads):
+            f.seek(gap + i * SECTOR)
+            f.write(data)
+    return dst_vhd
+
+
+# --------------------------------------------------------------------------
+# Independent readers and output checks
+
+def pyvhdi_size(vhd):
+    import pyvhdi
+    f = pyvhdi.file()
+    f.open(vhd)
+    try:
+        return f.media_size
+    finally:
+        f.close()
+
+
+def pyvhdi_first_difference(vhd, raw, chunk=1 * MiB):
+    """Compare ``raw`` with libvhdi's reading of ``vhd``.
+
+    Returns None when the lengths and every byte agree, else a string
+    naming the first difference.
+    """
+    import pyvhdi
+    f = pyvhdi.file()
+    f.open(vhd)
+    try:
+        size = f.media_size
+        raw_size = os.path.getsize(raw)
+        if raw_size != size:
+            return 'length %d, libvhdi says %d' % (raw_size, size)
+        with open(raw, 'rb') as r:
+            offset = 0
+            while offset < size:
+                want = f.read_buffer_at_offset(min(chunk, size - offset),
+                                               offset)
+                got = r.read(len(want))
+                if got != want:
+                    at = next(i for i in range(len(want))
+                              if got[i:i + 1] != want[i:i + 1])
+                    return 'byte %d differs' % (offset + at)
+                offset += len(want)
+    finally:
+        f.close()
+    return None
+
+
+def first_difference(a, b, chunk=1 * MiB):
+    """None if files ``a`` and ``b`` are equal, else where they differ."""
+    sa, sb = os.path.getsize(a), os.path.getsize(b)
+    if sa != sb:
+        return 'length %d != %d' % (sa, sb)
+    with open(a, 'rb') as fa, open(b, 'rb') as fb:
+        offset = 0
+        while True:
+            da, db = fa.read(chunk), fb.read(chunk)
+            if not da:
+                return None
+            if da != db:
+                at = next(i for i in range(len(da)) if da[i] != db[i])
+                return 'byte %d differs' % (offset + at)
+            offset += len(da)
+
+
+def data_extents(path):
+    """(start, end) of the ranges lseek(SEEK_DATA/SEEK_HOLE) says hold data."""
+    extents = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            extents.append((start, end))
+            pos = end
+    finally:
+        os.close(fd)
+    return extents
+
+
+def zero_pages_in_data(path, page=4 * KiB):
+    """Offsets of all-zero pages that are stored as data, not as holes."""
+    found = []
+    with open(path, 'rb') as f:
+        for start, end in data_extents(path):
+            f.seek(start)
+            pos = start
+            while pos < end:
+                data = f.read(min(page, end - pos))
+                if len(data) == page and data.count(0) == page:
+                    found.append(pos)
+                pos += len(data)
+    return found
+
+
+def allocated_bytes(path):
+    return os.stat(path).st_blocks * 512
+
+
+# --------------------------------------------------------------------------
+# Streams
+
+class SequentialReader(object):
+    """A file object with ``read`` only: no seek, tell or fileno."""
+
+    def __init__(self, data_or_file, max_chunk=None):
+        if isinstance(data_or_file, (bytes, bytearray)):
+            data_or_file = io.BytesIO(bytes(data_or_file))
+        self._f = data_or_file
+        self._max_chunk = max_chunk
+        self.bytes_read = 0
+
+    def read(self, n=-1):
+        if self._max_chunk and (n is None or n < 0 or n > self._max_chunk):
+            n = self._max_chunk
+        data = self._f.read(n)
+        self.bytes_read += len(data)
+        return data
+
+    def readable(self):
+        return True
+
+
+# --------------------------------------------------------------------------
+# OVF descriptors, based on the real XenCenter sample
+
+@dataclasses.dataclass
+class OvaDisk:
+    """One disk of an OVA: the VHD file and how the OVF describes it."""
+
+    path: str
+    capacity: int = None          # bytes; default: the VHD's current_size
+    boot: bool = True
+    address: int = 0              # rasd:AddressOnParent
+    href: str = None              # default '<uuid>.vhd' (+ '.gz')
+    disk_id: str = None
+    compression: str = None       # e.g. 'Gzip': the member is gzipped
+    chunk_size: int = None        # ovf:chunkSize: split into href.%09d
+    resource_type: int = 19
+    capacity_units: str = None    # e.g. 'byte * 2^20'
+    format_uri: str = VHD_FORMAT_URI
+    file_size: int = None         # ovf:size; XenCenter puts the SR usage
+
+    def __post_init__(self):
+        if self.disk_id is None:
+            self.disk_id = str(uuid.uuid5(uuid.NAMESPACE_URL, self.path))
+        if self.href is None:
+            self.href = str(uuid.uuid5(uuid.NAMESPACE_DNS, self.path))
+            self.href += '.vhd.gz' if self.compression else '.vhd'
+        if self.capacity is None:
+            self.capacity = footer_info(self.path)['current_size']
+        if self.file_size is None:
+            self.file_size = os.path.getsize(self.path)
+
+
+def _sample_text():
+    with open(SAMPLE_OVF, 'rb') as f:
+        return f.read().decode('utf-8')
+
+
+def _capacity_attrs(disk):
+    if disk.capacity_units:
+        scale = _unit_scale(disk.capacity_units)
+        if disk.capacity % scale:
+            raise ValueError('capacity not a multiple of the unit')
+        return 'ovf:capacity="%d" ovf:capacityAllocationUnits="%s"' % (
+            disk.capacity // scale, disk.capacity_units)
+    return 'ovf:capacity="%d"' % disk.capacity
+
+
+def _unit_scale(units):
+    m = re.fullmatch(r'byte\s*\*\s*(\d+)\^(\d+)', units.strip())
+    return int(m.group(1)) ** int(m.group(2)) if m else 1
+
+
+def _disk_item(disk):
+    return (
+        '<ovf:Item>'
+        '<rasd:AddressOnParent>%(addr)d</rasd:AddressOnParent>'
+        '<rasd:AllocationUnits>Disk</rasd:AllocationUnits>'
+        '<rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>'
+        '<rasd:Caption>Hard Disk Image</rasd:Caption>'
+        '<rasd:Connection>%(id)s,device=%(addr)d</rasd:Connection>'
+        '<rasd:ConsumerVisibility>3</rasd:ConsumerVisibility>'
+        '<rasd:Description>Hard Disk Image</rasd:Description>'
+        '<rasd:ElementName>Hard Disk Image</rasd:ElementName>'
+        '<rasd:HostResource>ovf:/disk/%(id)s</rasd:HostResource>'
+        '<rasd:InstanceID>%(id)s</rasd:InstanceID>'
+        '<rasd:Limit>1</rasd:Limit>'
+        '<rasd:MappingBehavior>0</rasd:MappingBehavior>'
+        '<rasd:ResourceSubType>Virtual Hard Disk Image</rasd:ResourceSubType>'
+        '<rasd:ResourceType>%(rt)d</rasd:ResourceType>'
+        '<rasd:VirtualQuantity>1</rasd:VirtualQuantity>'
+        '<rasd:Weight>100</rasd:Weight>'
+        '</ovf:Item>' % dict(addr=disk.address, id=disk.disk_id,
+                             rt=disk.resource_type))
+
+
+def _file_element(disk):
+    extra = ''
+    if disk.compression:
+        extra += ' ovf:compression="%s"' % disk.compression
+    if disk.chunk_size:
+        extra += ' ovf:chunkSize="%d"' % disk.chunk_size
+    return '<ovf:File ovf:id="%s" ovf:href="%s" ovf:size="%d"%s />' % (
+        disk.disk_id, disk.href, disk.file_size, extra)
+
+
+def _disk_element(disk):
+    return ('<ovf:Disk xenovf:isBootable="%s" ovf:diskId="%s" '
+            'ovf:fileRef="%s" %s ovf:format="%s" />' % (
+                'true' if disk.boot else 'false', disk.disk_id, disk.disk_id,
+                _capacity_attrs(disk), disk.format_uri))
+
+
+def _replace_once(pattern, repl, text):
+    new, count = re.subn(pattern, lambda m: repl, text, count=1,
+                         flags=re.S)
+    if count != 1:
+        raise ValueError('sample OVF has no %s' % pattern)
+    return new
+
+
+def ovf_descriptor(disks, name='Web server', collection=False, vm_count=1,
+                   system_type='hvm-3.0-unknown', os_id='0',
+                   os_description='XenOVF Created Export', prefixes=None,
+                   declaration='<?xml version="1.0" encoding="utf-16"?>',
+                   extra_envelope='', doctype=''):
+    """Build a XenCenter OVF (bytes) from the real sample descriptor.
+
+    The sample's References, DiskSection and disk Item are replaced by
+    ``disks``; name, VirtualSystemType and the OS section are set. With
+    ``collection`` the VirtualSystem(s) sit in a VirtualSystemCollection as
+    current XenCenter writes them; ``vm_count`` > 1 adds VMs with no disk.
+    ``prefixes`` maps 'ovf', 'rasd', 'vssd', 'xenovf' to other prefixes
+    (or '' for 'ovf' to make it the default namespace). The bytes are UTF-8
+    under XenCenter's ``encoding="utf-16"`` declaration.
+    """
+    text = _sample_text().replace('\r\n', '\n').strip()
+    text = re.sub(r'^<\?xml[^>]*\?>', '', text)
+    text = _replace_once(r'<ovf:References>.*?</ovf:References>',
+                         '<ovf:References>%s</ovf:References>'
+                         % ''.join(_file_element(d) for d in disks), text)
+    text = _replace_once(
+        r'<ovf:DiskSection>.*?</ovf:DiskSection>',
+        '<ovf:DiskSection><ovf:Info>Available Disks</ovf:Info>%s'
+        '</ovf:DiskSection>' % ''.join(_disk_element(d) for d in disks),
+        text)
+    text = _replace_once(
+        r'<ovf:Item>(?:(?!</ovf:Item>).)*<rasd:ResourceType>19'
+        r'</rasd:ResourceType>.*?</ovf:Item>',
+        ''.join(_disk_item(d) for d in disks), text)
+    text = text.replace('Web server', _xml_escape(name))
+    text = _replace_once(
+        r'<vssd:VirtualSystemType>.*?</vssd:VirtualSystemType>',
+        '<vssd:VirtualSystemType>%s</vssd:VirtualSystemType>' % system_type,
+        text)
+    text = _replace_once(
+        r'<ovf:OperatingSystemSection ovf:id="0">.*?'
+        r'</ovf:OperatingSystemSection>',
+        '<ovf:OperatingSystemSection ovf:id="%s"><ovf:Info>Guest Operating '
+        'System</ovf:Info><ovf:Description>%s</ovf:Description>'
+        '</ovf:OperatingSystemSection>' % (os_id,
+                                           _xml_escape(os_description)),
+        text)
+    if collection or vm_count > 1:
+        m = re.search(r'<ovf:VirtualSystem .*</ovf:VirtualSystem>', text,
+                      re.S)
+        vs = m.group(0)
+        others = ''.join(_diskless_vm(vs, i) for i in range(1, vm_count))
+        wrapped = ('<ovf:VirtualSystemCollection ovf:id="%s"><ovf:Info>'
+                   'OVF/OVA Packages</ovf:Info>%s%s'
+                   '</ovf:VirtualSystemCollection>'
+                   % (uuid.uuid4(), vs, others))
+        text = text[:m.start()] + wrapped + text[m.end():]
+    if extra_envelope:
+        text = text.replace('</ovf:Envelope>',
+                            extra_envelope + '</ovf:Envelope>')
+    if prefixes:
+        text = rename_prefixes(text, prefixes)
+    return (declaration + doctype + text).encode('utf-8')
+
+
+def _diskless_vm(vs, i):
+    vs = re.sub(r'<ovf:Item>(?:(?!</ovf:Item>).)*<rasd:HostResource>'
+                r'.*?</ovf:Item>', '', vs, flags=re.S)
+    vs = re.sub(r'ovf:id="[0-9a-f-]+"', 'ovf:id="%s"' % uuid.uuid4(), vs,
+                count=1)
+    return vs.replace('<ovf:Name>', '<ovf:Name>other-%d ' % i, 1)
+
+
+def _xml_escape(text):
+    return (text.replace('&', '&amp;').replace('<', '&lt;')
+            .replace('>', '&gt;').replace('"', '&quot;'))
+
+
+def rename_prefixes(text, prefixes):
+    """Rename namespace prefixes (tags, attributes, xmlns); same URIs.
+
+    'ovf:/disk/...' in HostResource is a URI, not a prefix, and is kept.
+    """
+    for old, new in prefixes.items():
+        if new == '':
+            # Default namespace: elements lose the prefix, attributes keep
+            # a prefix bound to the same URI (unprefixed attributes have no
+            # namespace in XML).
+            text = re.sub(r'(</?)%s:' % old, r'\1', text)
+            text = text.replace('xmlns:%s=' % old,
+                                'xmlns="%s" xmlns:%sa=' % (NS[old], old))
+            text = re.sub(r'(\s)%s:(\w+=)' % old, r'\1%sa:\2' % old, text)
+        else:
+            text = re.sub(r'(</?)%s:' % old, r'\1%s:' % new, text)
+            text = re.sub(r'(\s)%s:(\w+=)' % old, r'\1%s:\2' % new, text)
+            text = text.replace('xmlns:%s=' % old, 'xmlns:%s=' % new)
+    return text
+
+
+# --------------------------------------------------------------------------
+# Manifests and OVAs
+
+def manifest(entries, algorithm='sha256', newline='\r\n'):
+    """``SHA256(name)= hex`` lines for (name, bytes) entries."""
+    lines = []
+    for name, data in entries:
+        digest = hashlib.new(algorithm, data).hexdigest()
+        lines.append('%s(%s)= %s' % (algorithm.upper(), name, digest))
+    return (newline.join(lines) + newline).encode()
+
+
+def file_digest(path, algorithm):
+    h = hashlib.new(algorithm)
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(MiB), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclasses.dataclass
+class Member:
+    """A member to put in the tar: bytes, or a file slice, or a TarInfo."""
+
+    name: str
+    data: bytes = None
+    path: str = None
+    offset: int = 0
+    size: int = None
+    info: tarfile.TarInfo = None   # used as is (links, devices, ...)
+
+    def length(self):
+        if self.data is not None:
+            return len(self.data)
+        if self.path is not None:
+            return self.size if self.size is not None else (
+                os.path.getsize(self.path) - self.offset)
+        return 0
+
+    def digest(self, algorithm):
+        h = hashlib.new(algorithm)
+        if self.data is not None:
+            h.update(self.data)
+        elif self.path is not None:
+            with open(self.path, 'rb') as f:
+                f.seek(self.offset)
+                left = self.length()
+                while left:
+                    chunk = f.read(min(MiB, left))
+                    h.update(chunk)
+                    left -= len(chunk)
+        return h.hexdigest()
+
+
+OvaInfo = collections.namedtuple('OvaInfo', 'path ovf_name ovf members')
+
+
+def disk_members(disk, workdir):
+    """The tar members holding ``disk`` (gzipped and/or chunked)."""
+    path = disk.path
+    if disk.compression:
+        path = os.path.join(workdir, os.path.basename(disk.href))
+        with open(disk.path, 'rb') as src, gzip.open(path, 'wb') as dst:
+            shutil.copyfileobj(src, dst, MiB)
+    size = os.path.getsize(path)
+    if not disk.chunk_size:
+        return [Member(disk.href, path=path)]
+    return [Member('%s.%09d' % (disk.href, i), path=path, offset=off,
+                   size=min(disk.chunk_size, size - off))
+            for i, off in enumerate(range(0, max(size, 1), disk.chunk_size))]
+
+
+def write_tar(path, members, gzip_whole=False,
+              tar_format=tarfile.USTAR_FORMAT):
+    """Write ``members`` in order into a tar (gzipped with gzip_whole)."""
+    mode = 'w:gz' if gzip_whole else 'w'
+    with tarfile.open(path, mode, format=tar_format) as tar:
+        for m in members:
+            if m.info is not None:
+                data = io.BytesIO(m.data) if m.data is not None else None
+                tar.addfile(m.info, data)
+                continue
+            info = tarfile.TarInfo(m.name)
+            info.size = m.length()
+            info.mode = 0o644
+            info.mtime = 1700000000
+            if m.data is not None:
+                tar.addfile(info, io.BytesIO(m.data))
+            else:
+                with open(m.path, 'rb') as f:
+                    f.seek(m.offset)
+                    tar.addfile(info, f)
+    return path
+
+
+def make_ova(path, disks, name='Web server', manifest_algorithm='sha256',
+             gzip_whole=False, order=None, ovf=None, ovf_name=None,
+             extra_members=(), manifest_entries=None, seed=0, **ovf_kwargs):
+    """Build an OVA at ``path`` holding ``disks`` (a list of OvaDisk).
+
+    Members: OVF first, then the manifest (``manifest_algorithm`` 'sha256'
+    or 'sha1', CRLF lines; None for no manifest), then the disk members.
+    ``order`` rearranges the members after the OVF: 'reverse', 'shuffle',
+    or a callable taking and returning the member list (it may also move
+    the OVF). ``ovf`` replaces the generated descriptor; ``extra_members``
+    (Member objects) are added after the disks. ``manifest_entries``
+    replaces the (name, digest) pairs listed. Returns OvaInfo.
+    """
+    ovf_name = ovf_name or '%s.ovf' % name
+    if ovf is None:
+        ovf = ovf_descriptor(disks, name=name, **ovf_kwargs)
+    workdir = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        payload = []
+        for disk in disks:
+            payload.extend(disk_members(disk, workdir))
+        payload.extend(extra_members)
+        members = [Member(ovf_name, data=ovf)]
+        if manifest_algorithm:
+            if manifest_entries is None:
+                manifest_entries = [(ovf_name,
+                                     hashlib.new(manifest_algorithm,
+                                                 ovf).hexdigest())]
+                manifest_entries += [(m.name, m.digest(manifest_algorithm))
+                                     for m in payload if m.info is None]
+            lines = ''.join('%s(%s)= %s\r\n' % (manifest_algorithm.upper(),
+                                                n, d)
+                            for n, d in manifest_entries)
+            mf_name = ovf_name[:-4] + '.mf'
+            members.append(Member(mf_name, data=lines.encode()))
+        if order == 'reverse':
+            payload.reverse()
+        elif order == 'shuffle':
+            random.Random(seed).shuffle(payload)
+        members += payload
+        if callable(order):
+            members = order(members)
+        write_tar(path, members, gzip_whole=gzip_whole)
+        return OvaInfo(path, ovf_name, ovf, [m.name for m in members])
+    finally:
+        shutil.rmtree(workdir)
+
+
+def special_member(name, kind, target='etc/passwd'):
+    """A Member with a non-regular TarInfo.
+
+    kind: 'symlink', 'hardlink', 'chr', 'blk', 'fifo' or 'dir'.
+    """
+    info = tarfile.TarInfo(name)
+    info.type = {
+        'symlink': tarfile.SYMTYPE, 'hardlink': tarfile.LNKTYPE,
+        'chr': tarfile.CHRTYPE, 'blk': tarfile.BLKTYPE,
+        'fifo': tarfile.FIFOTYPE, 'dir': tarfile.DIRTYPE,
+    }[kind]
+    if kind in ('symlink', 'hardlink'):
+        info.linkname = target
+    if kind in ('chr', 'blk'):
+        info.devmajor, info.devminor = 1, 3
+    return Member(name, info=info)
+
+
+def gnu_base256_size(tar_bytes, member_index=0):
+    """Re-encode one member's size field in GNU base-256; return the tar.
+
+    SharpZipLib (XenCenter's tar writer) uses base-256 for sizes over
+    8 GiB; the same encoding is legal for small sizes.
+    """
+    data = bytearray(tar_bytes)
+    offset = 0
+    for _ in range(member_index):
+        size = int(data[offset + 124:offset + 136].split(b'\0')[0] or b'0', 8)
+        offset += 512 + _round_up(size, 512)
+    size = int(data[offset + 124:offset + 136].split(b'\0')[0] or b'0', 8)
+    data[offset + 124:offset + 136] = b'\x80' + size.to_bytes(11, 'big')
+    data[offset + 148:offset + 156] = b' ' * 8
+    chksum = sum(data[offset:offset + 512])
+    data[offset + 148:offset + 156] = b'%06o\0 ' % chksum
+    return bytes(data)
+
+
+def simple_ova(workdir, raw_size=16 * MiB, creator='caml', table='gpt',
+               name='vm', seed=0, **ova_kwargs):
+    """One call: RAW disk -> XenServer-style VHD -> OVA in ``workdir``.
+
+    Returns (OvaInfo, RawDisk, vhd_path).
+    """
+    raw = make_raw_disk(os.path.join(workdir, '%s.raw' % name), raw_size,
+                        table=table, seed=seed)
+    vhd = os.path.join(workdir, '%s.vhd' % name)
+    if creator in XEN_CREATORS:
+        xen_vhd(raw.path, vhd, creator)
+    else:
+        qemu_vhd(raw.path, vhd, 'dynamic', force_size=True)
+    ova = make_ova(os.path.join(workdir, '%s.ova' % name),
+                   [OvaDisk(vhd)], name=name, **ova_kwargs)
+    return ova, raw, vhd
