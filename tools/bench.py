@@ -1,0 +1,661 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Time the OVA -> RAW converter against tar + qemu-img.
+
+Run it with ``tox -e bench`` (arguments after ``--``). In a temporary work
+directory it builds, with tests/ovakit.py and tools nobody on the project
+wrote (sfdisk, mkfs.ext4 -d, qemu-img, qemu-io):
+
+* a RAW disk (default 1 GiB): GPT, an ext4 partition with files of random
+  content, and a data partition with seeded random runs scattered over it
+  and large regions never written;
+* a dynamic VHD from it, ``qemu-img convert -O vpc -o force_size=on``
+  (creator ``qem2``, which qemu sizes by the footer's current_size, so
+  qemu-img's output is a valid reference), plus blocks that ``qemu-io``
+  allocates and fills with zeros; ``qemu-img compare`` confirms the VHD
+  holds the RAW;
+* an OVA around it: XenCenter-style OVF, SHA256 manifest, the VHD.
+
+It checks once that every converter writes the source RAW byte for byte,
+then times each variant in a fresh process, ``--runs`` times (median):
+
+(a) ``glance-xen-import convert OVA RAW --json``
+(b) ``tar xf OVA`` then ``qemu-img convert -f vpc -O raw``
+(c) ``qemu-img convert -f vpc -O raw`` on the already extracted VHD
+
+Then it converts a 1 TiB disk with a few MiB of data, to show the cost
+follows the allocated bytes, not the virtual size. Peak RSS is the
+command's ru_maxrss as GNU time reports it (the largest of the process and
+the children it waited for). The page cache is warm and nothing is synced:
+the figures compare converters on one machine, not disk throughput.
+
+Exits non-zero only on errors; a missed target prints MISS.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+# The test kit builds the OVA; run from anywhere in the tree.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+from tests import ovakit  # noqa: E402
+
+KiB = 1024
+MiB = 1024 ** 2
+GiB = 1024 ** 3
+TiB = 1024 ** 4
+MB = 1000 ** 2
+SECTOR = 512
+VHD_BLOCK = 2 * MiB
+# Blocks are planned in zones so that whole zones stay unallocated.
+ZONE_BLOCKS = 32
+
+TARGET_VS_TAR = 2.5
+TARGET_VS_QEMU = 1.5
+TARGET_RSS = 64 * MiB
+
+REQUIRED_TOOLS = ('qemu-img', 'qemu-io', 'tar', 'sh')
+TIME = '/usr/bin/time'      # GNU time, Debian package 'time'
+HAVE_TIME = os.access(TIME, os.X_OK)
+
+
+class BenchError(Exception):
+    """A step failed; the message says which and why."""
+
+
+@dataclasses.dataclass
+class DiskPlan:
+    size: int
+    data_runs: list          # (offset, length) written with random bytes
+    zero_blocks: list        # VHD block numbers allocated and zero-filled
+    fs_bytes: int            # ext4 partition size
+
+    @property
+    def data_bytes(self):
+        return sum(length for _, length in self.data_runs)
+
+
+@dataclasses.dataclass
+class Run:
+    seconds: float
+    maxrss: int              # bytes
+    stdout: str
+
+
+@dataclasses.dataclass
+class Variant:
+    label: str
+    runs: list
+
+    @property
+    def median(self):
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def peak_rss(self):
+        return max(r.maxrss for r in self.runs)
+
+
+# ---------------------------------------------------------------- sizes
+
+def parse_size(text):
+    units = {'': 1, 'K': KiB, 'M': MiB, 'G': GiB, 'T': TiB}
+    text = text.strip().upper().removesuffix('IB').removesuffix('B')
+    unit = text[-1:] if text[-1:] in units else ''
+    number = text[:len(text) - len(unit)]
+    try:
+        value = int(float(number) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError('not a size: %r' % text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError('size must be positive')
+    return value
+
+
+def human(n):
+    for unit, scale in (('TiB', TiB), ('GiB', GiB), ('MiB', MiB),
+                        ('KiB', KiB)):
+        if n >= scale:
+            return '%.1f %s' % (n / scale, unit)
+    return '%d B' % n
+
+
+# ------------------------------------------------------------ processes
+
+def check_call(argv, **kwargs):
+    result = subprocess.run(argv, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+    if result.returncode != 0:
+        raise BenchError('%s failed (exit %d): %s' % (
+            ' '.join(argv), result.returncode,
+            (result.stderr or result.stdout).strip()[-500:]))
+    return result.stdout
+
+
+def measure(argv, workdir):
+    """Run argv in a fresh process; return its wall time and peak RSS.
+
+    GNU time forks the command from its own small process and reports the
+    command's ru_maxrss (the largest of it and the children it waited
+    for). Without it we fall back to wait4(), whose figure also counts the
+    size of this Python process before exec (Linux keeps the larger).
+    """
+    out_path = os.path.join(workdir, 'run.stdout')
+    err_path = os.path.join(workdir, 'run.stderr')
+    rss_path = os.path.join(workdir, 'run.maxrss')
+    if HAVE_TIME:
+        argv = [TIME, '-q', '-f', '%M', '-o', rss_path] + argv
+    with open(out_path, 'wb') as out, open(err_path, 'wb') as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL)
+        # wait4 rather than Popen.wait: it returns this child's rusage.
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    with open(out_path, encoding='utf-8', errors='replace') as f:
+        stdout = f.read()
+    with open(err_path, encoding='utf-8', errors='replace') as f:
+        stderr = f.read()
+    maxrss_kib = usage.ru_maxrss           # Linux reports KiB
+    if HAVE_TIME:
+        with open(rss_path) as f:
+            maxrss_kib = int(f.read().split()[-1])
+        os.unlink(rss_path)
+    os.unlink(out_path)
+    os.unlink(err_path)
+    if proc.returncode != 0:
+        raise BenchError('%s failed (exit %d): %s' % (
+            ' '.join(argv), proc.returncode, stderr.strip()[-500:]))
+    return Run(seconds=seconds, maxrss=maxrss_kib * KiB, stdout=stdout)
+
+
+def remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def read_through(path):
+    """Read a file once so every variant starts with it in the page cache."""
+    with open(path, 'rb') as f:
+        while f.read(8 * MiB):
+            pass
+
+
+# --------------------------------------------------------- disk content
+
+FIRST_PART = 1 * MiB
+# Room for the backup GPT (33 sectors) at the end of the disk.
+TAIL_RESERVE = 1 * MiB
+
+
+def fs_size_for(size):
+    return min(128 * MiB, size // 8) // (4 * KiB) * (4 * KiB)
+
+
+def plan_disk(size, seed, data_fraction, zero_fraction):
+    """Choose where random data and zero-filled blocks go.
+
+    The disk is GPT with two partitions. The first holds an ext4
+    filesystem with files of random content (made by mkfs.ext4 -d), so the
+    converted disk passes the converter's partition check. The second,
+    a data partition with no filesystem, gets scattered random runs: half
+    of its 64 MiB zones stay empty (large unallocated regions); in the
+    others a block holds random runs with probability data_fraction * 2 or
+    is allocated and zero-filled with probability zero_fraction * 2. Runs
+    have sector-aligned offsets and lengths from 512 bytes to a whole
+    block, so allocated blocks are full, partly written or nearly empty.
+    """
+    rng = random.Random(seed)
+    fs_bytes = fs_size_for(size)
+    first = -(-(FIRST_PART + fs_bytes) // VHD_BLOCK)
+    last = (size - TAIL_RESERVE) // VHD_BLOCK      # exclusive
+    data_blocks, zero_blocks = [], []
+    for zone in range(first, last, ZONE_BLOCKS):
+        if rng.random() < 0.5:
+            continue
+        for block in range(zone, min(zone + ZONE_BLOCKS, last)):
+            draw = rng.random()
+            if draw < 2 * data_fraction:
+                data_blocks.append(block)
+            elif draw < 2 * (data_fraction + zero_fraction):
+                zero_blocks.append(block)
+    runs = []
+    for block in data_blocks:
+        start = block * VHD_BLOCK
+        for _ in range(rng.randint(1, 3)):
+            offset = start + rng.randrange(0, VHD_BLOCK, SECTOR)
+            length = min(start + VHD_BLOCK - offset,
+                         SECTOR * rng.randint(1, VHD_BLOCK // SECTOR))
+            runs.append((offset, length))
+    return DiskPlan(size=size, data_runs=runs, zero_blocks=zero_blocks,
+                    fs_bytes=fs_bytes)
+
+
+def write_raw(path, plan, seed, fs_data_bytes):
+    """The RAW disk: GPT by sfdisk, ext4 by mkfs.ext4 -d, random runs."""
+    ovakit.make_pattern_raw(path, plan.size, plan.data_runs, seed=seed)
+    data_start = FIRST_PART + plan.fs_bytes
+    script = ('label: gpt\n'
+              'start=%d, size=%d, type=L, name="root"\n'
+              'start=%d, size=%d, type=L, name="data"\n' % (
+                  FIRST_PART // SECTOR, plan.fs_bytes // SECTOR,
+                  data_start // SECTOR,
+                  (plan.size - TAIL_RESERVE - data_start) // SECTOR))
+    ovakit.run('sfdisk', '--no-reread', '--no-tell-kernel', '-q', path,
+               input=script.encode())
+    fs = path + '.ext4'
+    ovakit.make_fs_image(fs, plan.fs_bytes, seed=seed,
+                         data_bytes=fs_data_bytes)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        ovakit.copy_sparse(fs, fd, FIRST_PART)
+    finally:
+        os.close(fd)
+        os.unlink(fs)
+
+
+def make_vhd(raw_path, vhd_path, zero_blocks, size):
+    ovakit.qemu_vhd(raw_path, vhd_path, 'dynamic', force_size=True)
+    commands = []
+    for block in zero_blocks:
+        # A pattern write (not -z) makes vpc allocate the block.
+        commands += ['-c', 'write -q -P 0 %d %d' % (block * VHD_BLOCK,
+                                                    VHD_BLOCK)]
+    # qemu-io takes many -c at once; keep the command lines short.
+    for i in range(0, len(commands), 400):
+        check_call(['qemu-io', '-f', 'vpc'] + commands[i:i + 400]
+                   + [vhd_path])
+    if ovakit.qemu_virtual_size(vhd_path) != size:
+        raise BenchError('qemu-img does not size the VHD at %d bytes' % size)
+    # An independent check that the VHD holds exactly the RAW's content.
+    check_call(['qemu-img', 'compare', '-q', '-f', 'raw', '-F', 'vpc',
+                raw_path, vhd_path])
+
+
+def vhd_allocated_bytes(vhd_path):
+    """Bytes in allocated VHD blocks, as qemu-img map reports them."""
+    extents = json.loads(check_call(['qemu-img', 'map', '-f', 'vpc',
+                                     '--output=json', vhd_path]))
+    return sum(e['length'] for e in extents if e.get('data'))
+
+
+def make_ova(path, name, vhd):
+    """OVF (XenCenter's layout), SHA256 manifest, VHD: tests/ovakit.py."""
+    disk = ovakit.OvaDisk(vhd, href=os.path.basename(vhd))
+    ovakit.make_ova(path, [disk], name=name,
+                    manifest_algorithm='sha256')
+
+
+# -------------------------------------------------------- comparison
+
+def merged(ranges):
+    out = []
+    for start, end in sorted(ranges):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def first_difference(path_a, path_b):
+    """Offset of the first differing byte, or None when equal.
+
+    Only ranges where either file has data are read: where both have
+    holes both read as zeros. A 1 TiB sparse pair compares in seconds.
+    """
+    size_a, size_b = os.path.getsize(path_a), os.path.getsize(path_b)
+    if size_a != size_b:
+        return min(size_a, size_b)
+    ranges = merged(ovakit.data_extents(path_a) +
+                    ovakit.data_extents(path_b))
+    fd_a, fd_b = os.open(path_a, os.O_RDONLY), os.open(path_b, os.O_RDONLY)
+    try:
+        for start, end in ranges:
+            pos = start
+            while pos < end:
+                n = min(8 * MiB, end - pos)
+                a, b = os.pread(fd_a, n, pos), os.pread(fd_b, n, pos)
+                if a != b:
+                    for i, (x, y) in enumerate(zip(a, b)):
+                        if x != y:
+                            return pos + i
+                    return pos + min(len(a), len(b))
+                pos += n
+    finally:
+        os.close(fd_a)
+        os.close(fd_b)
+    return None
+
+
+def require_same(label, path, reference):
+    where = first_difference(path, reference)
+    if where is not None:
+        raise BenchError('%s differs from %s at byte %d; not timing a wrong '
+                         'converter' % (label, os.path.basename(reference),
+                                        where))
+
+
+# --------------------------------------------------------- converters
+
+def converter_argv(ova, dest):
+    """Our CLI from the running environment; the pipeline API otherwise."""
+    script = os.path.join(os.path.dirname(sys.executable),
+                          'glance-xen-import')
+    if os.access(script, os.X_OK):
+        return [script, 'convert', ova, dest, '--json']
+    found = shutil.which('glance-xen-import')
+    if found:
+        return [found, 'convert', ova, dest, '--json']
+    code = ('import json, sys\n'
+            'from glance_xen_import import options, pipeline\n'
+            'r = pipeline.convert(sys.argv[1], sys.argv[2], '
+            'opts=options.Options())\n'
+            'print(json.dumps(r.to_dict()))\n')
+    return [sys.executable, '-c', code, ova, dest]
+
+
+def variants(ova, vhd, out_dir, extract_dir):
+    dest = os.path.join(out_dir, 'out.raw')
+    extracted = os.path.join(extract_dir, os.path.basename(vhd))
+    shell = ('cd "$1" && tar xf "$2" && '
+             'qemu-img convert -f vpc -O raw "$3" "$4"')
+    return [
+        ('(a) glance-xen-import convert', converter_argv(ova, dest)),
+        ('(b) tar xf + qemu-img convert',
+         ['sh', '-c', shell, 'sh', extract_dir, ova, extracted, dest]),
+        ('(c) qemu-img convert (extracted)',
+         ['qemu-img', 'convert', '-f', 'vpc', '-O', 'raw', vhd, dest]),
+    ], dest
+
+
+def reset(dest, extract_dir):
+    remove(dest)
+    remove(extract_dir)
+    os.mkdir(extract_dir)
+
+
+def timed_runs(commands, dest, extract_dir, runs, workdir):
+    results = [Variant(label, []) for label, _ in commands]
+    # Interleaved, so a slow moment of the machine hits all variants.
+    for _ in range(runs):
+        for result, (_, argv) in zip(results, commands):
+            reset(dest, extract_dir)
+            result.runs.append(measure(argv, workdir))
+    reset(dest, extract_dir)
+    return results
+
+
+def report_json(run):
+    try:
+        return json.loads(run.stdout)
+    except ValueError:
+        return {}
+
+
+# ------------------------------------------------------------ scenarios
+
+def sparse_plan(size, seed, runs=8, run_bytes=512 * KiB):
+    """A few MiB: a small ext4 partition and `runs` random runs after it."""
+    rng = random.Random(seed)
+    fs_bytes = 16 * MiB
+    start = FIRST_PART + fs_bytes
+    end = size - TAIL_RESERVE - run_bytes
+    offsets = {rng.randrange(start, end, SECTOR) for _ in range(runs - 1)}
+    offsets.add(end)        # the far end of the disk
+    return DiskPlan(size=size, data_runs=[(o, run_bytes) for o in offsets],
+                    zero_blocks=[], fs_bytes=fs_bytes)
+
+
+def build_disk(workdir, name, plan, seed, fs_data_bytes):
+    """source RAW -> dynamic VHD (+ zero-filled blocks) -> OVA."""
+    raw = os.path.join(workdir, name + '.raw')
+    vhd = os.path.join(workdir, name + '-disk0.vhd')
+    ova = os.path.join(workdir, name + '.ova')
+    write_raw(raw, plan, seed, fs_data_bytes)
+    make_vhd(raw, vhd, plan.zero_blocks, plan.size)
+    make_ova(ova, name, vhd)
+    return raw, vhd, ova
+
+
+def rate(nbytes, seconds):
+    return nbytes / MB / seconds if seconds > 0 else float('inf')
+
+
+def verdict(ok):
+    return 'PASS' if ok else 'MISS'
+
+
+FS_DATA_MIXED = 48 * MiB
+FS_DATA_SPARSE = 1 * MiB
+
+
+def check_outputs(commands, dest, extract_dir, raw, workdir):
+    """One untimed pass: each output must be the source RAW, byte for byte.
+
+    Returns the JSON report of our converter.
+    """
+    report = {}
+    for label, argv in commands:
+        reset(dest, extract_dir)
+        run = measure(argv, workdir)
+        require_same(label, dest, raw)
+        if label.startswith('(a)'):
+            report = report_json(run)
+    reset(dest, extract_dir)
+    return report
+
+
+def describe_input(ova, vhd, plan, fs_data_bytes, report):
+    print('input  %s: %s OVA = XenCenter-style OVF + SHA256 manifest + '
+          'dynamic VHD (%s, creator qem2)'
+          % (os.path.basename(ova), human(os.path.getsize(ova)),
+             human(os.path.getsize(vhd))))
+    print('       virtual %s, VHD blocks allocated %s (qemu-img map): GPT, '
+          'ext4 partition of %s with ~%s of random files (mkfs.ext4 -d), '
+          '%d random runs of %s in a data partition, %d zero-filled '
+          'blocks (%s), the rest unallocated'
+          % (human(plan.size), human(vhd_allocated_bytes(vhd)),
+             human(plan.fs_bytes), human(fs_data_bytes * 3 // 4),
+             len(plan.data_runs), human(plan.data_bytes),
+             len(plan.zero_blocks), human(len(plan.zero_blocks) * VHD_BLOCK)))
+    if report:
+        print('       our report: source %s, manifest %s, virtual_size %s, '
+              'allocated_bytes %s' % (
+                  report.get('source'), report.get('manifest'),
+                  report.get('virtual_size'), report.get('allocated_bytes')))
+
+
+def run_mixed(args, workdir):
+    print('building a %s mixed-allocation disk (seed %d) ...'
+          % (human(args.size), args.seed), flush=True)
+    plan = plan_disk(args.size, args.seed, args.data_fraction,
+                     args.zero_fraction)
+    raw, vhd, ova = build_disk(workdir, 'bench', plan, args.seed,
+                               FS_DATA_MIXED)
+    out_dir = os.path.join(workdir, 'out')
+    extract_dir = os.path.join(workdir, 'extract')
+    os.mkdir(out_dir)
+    os.mkdir(extract_dir)
+    commands, dest = variants(ova, vhd, out_dir, extract_dir)
+    read_through(ova)
+    read_through(vhd)
+    report = check_outputs(commands, dest, extract_dir, raw, workdir)
+    os.unlink(raw)
+    results = timed_runs(commands, dest, extract_dir, args.runs, workdir)
+
+    print()
+    describe_input(ova, vhd, plan, FS_DATA_MIXED, report)
+    print('check  (a), (b) and (c) each wrote the source RAW, byte for byte')
+    print()
+    print('%-34s %8s %8s %8s %11s %13s %9s' % (
+        'variant (warm cache, %d runs)' % args.runs, 'median',
+        'min', 'max', 'input MB/s', 'virtual MB/s', 'peak RSS'))
+    for result in results:
+        times = [r.seconds for r in result.runs]
+        input_bytes = os.path.getsize(
+            vhd if result.label.startswith('(c)') else ova)
+        print('%-34s %7.3fs %7.3fs %7.3fs %11.1f %13.1f %9s' % (
+            result.label, result.median, min(times), max(times),
+            rate(input_bytes, result.median),
+            rate(args.size, result.median), human(result.peak_rss)))
+    print('(MB = 10^6 bytes; input = the OVA, or the VHD for (c))')
+    return results
+
+
+def run_tib(args, workdir):
+    print()
+    print('building a %s mostly-empty disk ...' % human(args.tib_size),
+          flush=True)
+    tib_dir = os.path.join(workdir, 'tib')
+    os.mkdir(tib_dir)
+    plan = sparse_plan(args.tib_size, args.seed)
+    raw, vhd, ova = build_disk(tib_dir, 'tib', plan, args.seed,
+                               FS_DATA_SPARSE)
+    dest = os.path.join(tib_dir, 'out.raw')
+    ours_argv = converter_argv(ova, dest)
+    qemu_argv = ['qemu-img', 'convert', '-f', 'vpc', '-O', 'raw', vhd, dest]
+    read_through(ova)
+    qemu_run = measure(qemu_argv, workdir)
+    require_same('(c) on the %s disk' % human(args.tib_size), dest, raw)
+    ours_runs = []
+    for _ in range(args.runs):
+        remove(dest)
+        ours_runs.append(measure(ours_argv, workdir))
+        require_same('(a) on the %s disk' % human(args.tib_size), dest, raw)
+    on_disk = os.stat(dest).st_blocks * 512
+    remove(dest)
+    os.unlink(raw)
+    result = Variant('(a) %s mostly empty' % human(args.tib_size),
+                     ours_runs)
+    describe_input(ova, vhd, plan, FS_DATA_SPARSE, report_json(ours_runs[0]))
+    print('check  (a) and (c) wrote the source RAW, byte for byte; ours '
+          'occupies %s on disk' % human(on_disk))
+    print('%-34s %7.3fs   virtual %.0f MB/s   peak RSS %s' % (
+        result.label, result.median, rate(args.tib_size, result.median),
+        human(result.peak_rss)))
+    print('%-34s %7.3fs   (one run, for scale)' % (
+        '(c) qemu-img convert, same VHD', qemu_run.seconds))
+    return result
+
+
+def print_target(text, figure, ok):
+    print('  %-58s %10s   %s' % (text, figure, verdict(ok)))
+
+
+def print_targets(results, tib):
+    ours, tar_qemu, qemu = results
+    print()
+    print('targets')
+    speedup = tar_qemu.median / ours.median
+    print_target('(a) at least %.1fx faster than (b) tar + qemu-img'
+                 % TARGET_VS_TAR, '%.2fx' % speedup,
+                 speedup >= TARGET_VS_TAR)
+    slowdown = ours.median / qemu.median
+    print_target('(a) within %.1fx of (c) qemu-img alone' % TARGET_VS_QEMU,
+                 '%.2fx' % slowdown, slowdown <= TARGET_VS_QEMU)
+    print_target('(a) peak RSS at most %s' % human(TARGET_RSS),
+                 human(ours.peak_rss), ours.peak_rss <= TARGET_RSS)
+    if tib is not None:
+        # Cost proportional to allocated bytes: the huge, nearly empty
+        # disk must not cost more than the small, busier one.
+        print_target('(a) mostly-empty disk no slower than the mixed one '
+                     '(%.3fs)' % ours.median, '%.3fs' % tib.median,
+                     tib.median <= ours.median)
+        print_target('(a) peak RSS at most %s on the mostly-empty disk'
+                     % human(TARGET_RSS), human(tib.peak_rss),
+                     tib.peak_rss <= TARGET_RSS)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description='Time glance-xen-import against tar + qemu-img.')
+    parser.add_argument('--size', type=parse_size, default=GiB,
+                        help='virtual size of the mixed disk (default 1G)')
+    parser.add_argument('--tib-size', type=parse_size, default=TiB,
+                        help='virtual size of the mostly-empty disk '
+                             '(default 1T; the VHD limit is 2040G)')
+    parser.add_argument('--skip-tib', action='store_true',
+                        help='skip the mostly-empty disk')
+    parser.add_argument('--runs', type=int, default=3,
+                        help='timed runs per variant (default 3)')
+    parser.add_argument('--seed', type=int, default=20261125)
+    parser.add_argument('--data-fraction', type=float, default=0.2,
+                        help='share of the data partition\'s 2 MiB blocks '
+                             'holding random runs (default 0.2)')
+    parser.add_argument('--zero-fraction', type=float, default=0.05,
+                        help='share of them allocated as zeros '
+                             '(default 0.05)')
+    parser.add_argument('--workdir',
+                        help='directory for the temporary work directory '
+                             '(default: the system temp dir)')
+    parser.add_argument('--keep', action='store_true',
+                        help='keep the work directory')
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error('--runs must be at least 1')
+    if args.size % SECTOR or args.tib_size % SECTOR:
+        parser.error('sizes must be multiples of 512 bytes')
+    if args.size < 256 * MiB or args.tib_size < 256 * MiB:
+        parser.error('sizes must be at least 256 MiB')
+    if args.tib_size > 2040 * GiB:
+        parser.error('--tib-size above 2040G is not a valid VHD')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    if missing:
+        print('bench: missing tools: %s' % ', '.join(missing),
+              file=sys.stderr)
+        return 1
+    if args.workdir:
+        os.makedirs(args.workdir, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix='gxi-bench-', dir=args.workdir)
+    try:
+        print('work directory %s' % workdir)
+        if not HAVE_TIME:
+            print('note: %s is missing (apt-get install time); peak RSS '
+                  'figures include this script\'s own size' % TIME)
+        if args.size < GiB:
+            print('note: --size %s is below the 1 GiB the benchmark is '
+                  'specified for' % human(args.size))
+        results = run_mixed(args, workdir)
+        tib = None if args.skip_tib else run_tib(args, workdir)
+        print_targets(results, tib)
+    except BenchError as exc:
+        print('bench: error: %s' % exc, file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print('kept %s' % workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
