@@ -1,0 +1,22 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The paste filter's public name, as documented for glance-api-paste.ini:
+
+    [filter:xen_ova]
+    paste.filter_factory = glance_xen_import.middleware:filter_factory
+"""
+
+from glance_xen_import.glance import middleware as _middleware
+
+filter_factory = _middleware.filter_factory
+XenOvaImportFilter = _middleware.XenOvaImportFilter

@@ -1,0 +1,396 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""A throw-away glance-api on 127.0.0.1 for the functional tests and demo.
+
+Glance 33 only runs under a WSGI server, so this writes a configuration
+directory (sqlite database, file store(s), the ``xen_ova`` import plugin
+and paste filter, a test-only trusted-token auth filter), migrates the
+database with glance-manage and serves ``glance.wsgi.api:application``
+with gunicorn. The listening socket is bound here and handed to gunicorn
+(``fd://``), so the port is known before start and nothing races for it.
+
+The server is driven with the real ``glance`` command of
+python-glanceclient; ``api()`` is a small REST helper for polling.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+BIN_DIR = os.path.dirname(sys.executable)
+
+TOKEN = 'tester:testproject:admin'
+STORES = ('fast', 'cheap')
+
+PASTE_INI = """\
+[pipeline:glance-api-fakeauth]
+pipeline = versionnegotiation fakeauth context xen_ova rootapp
+
+[composite:rootapp]
+paste.composite_factory = glance.api:root_app_factory
+/: apiversions
+/v2: apiv2app
+
+[app:apiversions]
+paste.app_factory = glance.api.versions:create_resource
+
+[app:apiv2app]
+paste.app_factory = glance.api.v2.router:API.factory
+
+[filter:versionnegotiation]
+paste.filter_factory = glance.api.middleware.version_negotiation:\
+VersionNegotiationFilter.factory
+
+[filter:fakeauth]
+paste.filter_factory = tests.functional.fakeauth:FakeAuth.factory
+
+[filter:context]
+paste.filter_factory = glance.api.middleware.context:\
+ContextMiddleware.factory
+
+[filter:xen_ova]
+paste.filter_factory = glance_xen_import.middleware:filter_factory
+"""
+
+
+class GlanceError(Exception):
+    pass
+
+
+class CommandFailed(GlanceError):
+
+    def __init__(self, argv, result):
+        self.result = result
+        super(CommandFailed, self).__init__(
+            '%s exited %d\nstdout: %s\nstderr: %s' % (
+                ' '.join(argv), result.returncode, result.stdout,
+                result.stderr))
+
+
+def _listening_socket():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(('127.0.0.1', 0))
+    sock.listen(64)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _tail(path, lines=60):
+    try:
+        with open(path, errors='replace') as f:
+            return ''.join(f.readlines()[-lines:])
+    except OSError:
+        return ''
+
+
+class GlanceServer(object):
+    """One glance-api configuration, started once, stopped always.
+
+    :param workdir: an empty directory owned by the caller
+    :param multistore: configure ``enabled_backends`` (stores ``fast`` and
+        ``cheap``) instead of the single ``[glance_store]`` file store
+    :param web_download_port: a loopback port web-download may fetch from
+    :param xen_ova_options: extra ``[xen_ova]`` options
+    :param default_options: extra ``[DEFAULT]`` options of glance-api.conf
+    """
+
+    def __init__(self, workdir, multistore=False, web_download_port=None,
+                 xen_ova_options=None, default_options=None,
+                 workers_threads=8):
+        self.workdir = os.path.abspath(workdir)
+        self.multistore = multistore
+        self.web_download_port = web_download_port
+        self.xen_ova_options = dict(xen_ova_options or {})
+        self.default_options = dict(default_options or {})
+        self.threads = workers_threads
+        self.etc = os.path.join(self.workdir, 'etc')
+        self.staging_dir = os.path.join(self.workdir, 'staging')
+        self.log_file = os.path.join(self.workdir, 'glance-api.log')
+        self.gunicorn_log = os.path.join(self.workdir, 'gunicorn.log')
+        self.sock = None
+        self.process = None
+        self.url = None
+
+    # -- configuration -------------------------------------------------
+
+    def store_dirs(self):
+        if self.multistore:
+            return {name: os.path.join(self.workdir, 'stores', name)
+                    for name in STORES}
+        return {'file': os.path.join(self.workdir, 'images')}
+
+    def _api_conf(self):
+        stores = self.store_dirs()
+        lines = [
+            '[DEFAULT]',
+            'debug = false',
+            'log_file = %s' % self.log_file,
+            'enabled_import_methods = '
+            '[glance-direct,web-download,copy-image]',
+            'worker_self_reference_url = %s' % self.url,
+        ]
+        lines += ['%s = %s' % kv
+                  for kv in sorted(self.default_options.items())]
+        if self.multistore:
+            lines.append('enabled_backends = %s' % ','.join(
+                '%s:file' % name for name in STORES))
+        else:
+            lines.append('node_staging_uri = file://%s' % self.staging_dir)
+        lines += [
+            '',
+            '[database]',
+            'connection = sqlite:///%s' % os.path.join(self.workdir,
+                                                       'glance.sqlite'),
+            '',
+            '[paste_deploy]',
+            'flavor = fakeauth',
+            '',
+            '[oslo_concurrency]',
+            'lock_path = %s' % os.path.join(self.workdir, 'locks'),
+            '',
+            '[wsgi]',
+            'python_interpreter = %s' % sys.executable,
+            '',
+            '[glance_store]',
+        ]
+        if self.multistore:
+            lines.append('default_backend = %s' % STORES[0])
+            for name, path in stores.items():
+                lines += ['', '[%s]' % name,
+                          'filesystem_store_datadir = %s' % path]
+            for reserved, path in (
+                    ('os_glance_staging_store', self.staging_dir),
+                    ('os_glance_tasks_store',
+                     os.path.join(self.workdir, 'tasks'))):
+                lines += ['', '[%s]' % reserved,
+                          'filesystem_store_datadir = %s' % path]
+        else:
+            lines += ['stores = file,http', 'default_store = file',
+                      'filesystem_store_datadir = %s' % stores['file']]
+        return '\n'.join(lines) + '\n'
+
+    def _import_conf(self):
+        lines = ['[image_import_opts]', 'image_import_plugins = [xen_ova]']
+        if self.web_download_port:
+            lines += ['', '[import_filtering_opts]',
+                      'allowed_hosts = [127.0.0.1]',
+                      'allowed_ports = [%d]' % self.web_download_port]
+        if self.xen_ova_options:
+            lines += ['', '[xen_ova]']
+            lines += ['%s = %s' % kv
+                      for kv in sorted(self.xen_ova_options.items())]
+        return '\n'.join(lines) + '\n'
+
+    def _write_config(self):
+        for path in [self.etc, self.staging_dir,
+                     os.path.join(self.workdir, 'locks'),
+                     os.path.join(self.workdir, 'tasks')]:
+            os.makedirs(path, exist_ok=True)
+        for path in self.store_dirs().values():
+            os.makedirs(path, exist_ok=True)
+        files = {
+            'glance-api.conf': self._api_conf(),
+            'glance-image-import.conf': self._import_conf(),
+            'glance-api-paste.ini': PASTE_INI,
+        }
+        for name, text in files.items():
+            with open(os.path.join(self.etc, name), 'w') as f:
+                f.write(text)
+
+    def _env(self):
+        env = {key: value for key, value in os.environ.items()
+               if not key.startswith('OS_')}
+        env['OS_GLANCE_CONFIG_DIR'] = self.etc
+        # The paste file names tests.functional.fakeauth.
+        env['PYTHONPATH'] = os.pathsep.join(
+            [REPO_ROOT] + [p for p in [os.environ.get('PYTHONPATH')] if p])
+        return env
+
+    # -- life cycle ----------------------------------------------------
+
+    def start(self, timeout=120):
+        self.sock = _listening_socket()
+        self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout):
+        self._write_config()
+        self._run([sys.executable, '-c',
+                   'import sys; from glance.cmd import manage; '
+                   'sys.exit(manage.main())',
+                   '--config-file', os.path.join(self.etc, 'glance-api.conf'),
+                   'db_sync'], timeout=300)
+        fd = self.sock.fileno()
+        argv = [sys.executable, '-m', 'gunicorn',
+                '--bind', 'fd://%d' % fd,
+                '--workers', '1', '--threads', str(self.threads),
+                '--timeout', '600', '--graceful-timeout', '10',
+                '--error-logfile', self.gunicorn_log,
+                '--chdir', REPO_ROOT,
+                'glance.wsgi.api:application']
+        log = open(self.gunicorn_log + '.out', 'ab')
+        try:
+            self.process = subprocess.Popen(
+                argv, env=self._env(), pass_fds=(fd,),
+                stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise GlanceError('glance-api exited with %s\n%s\n%s' % (
+                    self.process.returncode, _tail(self.gunicorn_log),
+                    _tail(self.log_file)))
+            try:
+                status, _, _ = self.api('GET', '/v2/info/import', timeout=5)
+                if status == 200:
+                    return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                raise GlanceError('glance-api did not answer in %ds\n%s\n%s'
+                                  % (timeout, _tail(self.gunicorn_log),
+                                     _tail(self.log_file)))
+            time.sleep(0.3)
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+            except ProcessLookupError:
+                pass
+        self.process = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def logs(self):
+        return 'glance-api.log:\n%s\ngunicorn:\n%s' % (
+            _tail(self.log_file), _tail(self.gunicorn_log))
+
+    # -- clients -------------------------------------------------------
+
+    def _run(self, argv, timeout=300, check=True):
+        result = subprocess.run(argv, env=self._env(), capture_output=True,
+                                text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise CommandFailed(argv, result)
+        return result
+
+    def glance(self, *args, check=True, timeout=300):
+        """Run the real ``glance`` CLI against this server.
+
+        Its stdin is a pseudo-terminal: glanceclient treats any other stdin
+        as image data and then refuses ``--file``.
+        """
+        argv = [os.path.join(BIN_DIR, 'glance'),
+                '--os-image-url', self.url, '--os-auth-token', TOKEN]
+        argv += list(args)
+        master, slave = os.openpty()
+        try:
+            result = subprocess.run(argv, env=self._env(), stdin=slave,
+                                    capture_output=True, text=True,
+                                    timeout=timeout)
+        finally:
+            os.close(slave)
+            os.close(master)
+        if check and result.returncode != 0:
+            raise CommandFailed(argv, result)
+        return result
+
+    def api(self, method, path, body=None, timeout=60):
+        """Plain REST call; returns (status, headers, decoded JSON or raw)."""
+        data = None
+        headers = {'X-Auth-Token': TOKEN}
+        if body is not None:
+            data = json.dumps(body).encode('utf-8')
+            headers['Content-Type'] = 'application/json'
+        req = urllib.request.Request(self.url + path, data=data,
+                                     headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, hdrs, raw = resp.status, resp.headers, resp.read()
+        except urllib.error.HTTPError as err:
+            status, hdrs, raw = err.code, err.headers, err.read()
+        if hdrs.get_content_type() == 'application/json' and raw:
+            return status, hdrs, json.loads(raw)
+        return status, hdrs, raw
+
+    def image(self, image_id):
+        status, _, doc = self.api('GET', '/v2/images/%s' % image_id)
+        if status != 200:
+            raise GlanceError('GET image %s: %s %r' % (image_id, status, doc))
+        return doc
+
+    def tasks(self, image_id):
+        status, _, doc = self.api('GET', '/v2/images/%s/tasks' % image_id)
+        if status != 200:
+            raise GlanceError('GET tasks %s: %s %r' % (image_id, status, doc))
+        return doc['tasks']
+
+    def wait_for_import(self, image_id, timeout=300):
+        """Wait until the import task ended; return (image, last task)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            image = self.image(image_id)
+            tasks = self.tasks(image_id)
+            done = [t for t in tasks if t['status'] in ('success', 'failure')]
+            if (tasks and len(done) == len(tasks)
+                    and 'os_glance_import_task' not in image
+                    and image['status'] != 'importing'):
+                latest = max(tasks, key=lambda t: t['created_at'])
+                return image, latest
+            if time.monotonic() > deadline:
+                raise GlanceError('import of %s still running after %ds: '
+                                  'image %r tasks %r\n%s' % (
+                                      image_id, timeout, image, tasks,
+                                      self.logs()))
+            time.sleep(0.3)
+
+    def staged_files(self, image_id):
+        """Files the import of image_id left in the staging directory."""
+        return sorted(name for name in os.listdir(self.staging_dir)
+                      if name.split('.', 1)[0] == image_id)
+
+    def remove(self):
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
