@@ -203,7 +203,7 @@ def _read_descriptor(members, digests):
     return first.name, ovf.parse(digests.wrap(first).read())
 
 
-def read_package(stream, convert_disk, manifest_policy):
+def read_package(stream, convert_disk, manifest_policy, on_descriptor=None):
     """Read an OVA from ``stream`` and convert its boot disk.
 
     :param convert_disk: called as ``convert_disk(reader, size, disk)``
@@ -211,10 +211,14 @@ def read_package(stream, convert_disk, manifest_policy):
         when known in advance, and its ovf.DiskRef; returns a result kept in
         :attr:`PackageResult.disk_result`.
     :param manifest_policy: one of the options.MANIFEST_* values.
+    :param on_descriptor: called with the ovf.Descriptor before any disk
+        data is read; may refuse the package by raising.
     """
     members = _Members(stream)
     digests = _Digests(manifest_policy)
     ovf_name, descriptor = _read_descriptor(members, digests)
+    if on_descriptor is not None:
+        on_descriptor(descriptor)
     disk = descriptor.disks[0]
     if not disk.is_vhd:
         raise exception.UnsupportedDisk(

@@ -28,22 +28,37 @@ PAGE = 4096
 _ZERO_PAGE = bytes(PAGE)
 
 
-def _nonzero_runs(view):
-    """Yield (start, end) of the runs of non-zero pages in ``view``."""
+def _nonzero_runs(view, offset):
+    """Yield (start, end) of the runs of non-zero pages in ``view``.
+
+    Pages are aligned to the file, not to ``view``: ``view`` lands at
+    ``offset``, so its first page may be a partial one.
+    """
     length = len(view)
-    if view == bytes(length):
+    if view == _zeros(length):
         return
     run_start = None
-    for start in range(0, length, PAGE):
-        page = view[start:start + PAGE]
-        zero = page == _ZERO_PAGE[:len(page)]
+    start = 0
+    while start < length:
+        end = min(start + PAGE - (offset + start) % PAGE, length)
+        zero = view[start:end] == _ZERO_PAGE[:end - start]
         if not zero and run_start is None:
             run_start = start
         elif zero and run_start is not None:
             yield run_start, start
             run_start = None
+        start = end
     if run_start is not None:
         yield run_start, length
+
+
+def _zeros(length, _cache={}):
+    # One zero buffer per length seen: the decoder uses a handful of sizes.
+    if length not in _cache:
+        if len(_cache) > 16:
+            _cache.clear()
+        _cache[length] = bytes(length)
+    return _cache[length]
 
 
 class SparseWriter(object):
@@ -70,7 +85,7 @@ class SparseWriter(object):
     def write_at(self, offset, data):
         """Write ``data`` at ``offset``, skipping its all-zero pages."""
         view = memoryview(data)
-        for start, end in _nonzero_runs(view):
+        for start, end in _nonzero_runs(view, offset):
             self._pwrite_all(view[start:end], offset + start)
             self.data_bytes += end - start
 

@@ -261,16 +261,15 @@ def _decode_fixed(cursor, head, sink, member_size, max_virtual_size,
 def _copy_fixed_known(cursor, head, sink, data_size, max_virtual_size):
     pending = head
     offset = 0
-    while offset + len(pending) < data_size:
-        take = min(CHUNK, data_size - offset - len(pending))
-        pending += cursor.read_exact(take, 'disk data')
-        sink.write_at(offset, pending)
-        offset += len(pending)
-        pending = b''
-    # The first sector may already reach into the footer of a tiny disk.
-    data, rest = pending[:data_size - offset], pending[data_size - offset:]
-    sink.write_at(offset, data)
-    tail = rest + cursor.read(FOOTER_SIZE)
+    while offset < data_size:
+        want = min(CHUNK, data_size - offset)
+        if len(pending) < want:
+            pending += cursor.read_exact(want - len(pending), 'disk data')
+        sink.write_at(offset, memoryview(pending)[:want])
+        offset += want
+        # Only a disk smaller than a sector leaves footer bytes here.
+        pending = pending[want:]
+    tail = pending + cursor.read(FOOTER_SIZE)
     if cursor.read(1):
         raise exception.InvalidDisk('VHD has bytes after its footer')
     return _finish_fixed(tail, data_size, max_virtual_size)

@@ -1,0 +1,207 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""``glance-xen-import``: convert or inspect a Xen OVA before uploading it.
+
+    glance-xen-import convert SOURCE DEST [--json] [--windows-fixup MODE]
+    glance-xen-import inspect SOURCE [--json]
+
+SOURCE may be ``-`` for standard input. On success the exit status is 0;
+on a refused input it is 1, with one line on stderr and no DEST left.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from glance_xen_import import exception
+from glance_xen_import import options
+from glance_xen_import import pipeline
+
+PROG = 'glance-xen-import'
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+
+class ProgressBar(object):
+    """A one-line progress display on a terminal, at most 10 updates/s."""
+
+    def __init__(self, out):
+        self._out = out
+        self._start = time.monotonic()
+        self._last = 0.0
+
+    def __call__(self, done, total):
+        now = time.monotonic()
+        if now - self._last < 0.1 and done != total:
+            return
+        self._last = now
+        rate = done / max(now - self._start, 1e-6) / 1e6
+        if total:
+            width = 30
+            filled = int(width * done / total)
+            line = '[%s%s] %3d%% %s / %s  %.0f MB/s' % (
+                '#' * filled, '.' * (width - filled), 100 * done // total,
+                _human(done), _human(total), rate)
+        else:
+            line = '%s  %.0f MB/s' % (_human(done), rate)
+        self._out.write('\r' + line)
+        self._out.flush()
+
+    def close(self):
+        self._out.write('\n')
+        self._out.flush()
+
+
+def _human(size):
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if size < 1024:
+            return '%.1f %s' % (size, unit) if unit != 'B' else '%d B' % size
+        size /= 1024.0
+    return '%.1f TiB' % size
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG, description='Convert Xen/XenServer OVA exports into '
+        'RAW images ready for a KVM cloud, and report the Glance image '
+        'properties that make them boot.')
+    commands = parser.add_subparsers(dest='command', required=True)
+
+    def common(sub):
+        sub.add_argument('source', metavar='SOURCE',
+                         help='OVA file (plain or gzip-compressed), or - '
+                              'for standard input')
+        sub.add_argument('--json', action='store_true',
+                         help='print the report as one JSON object')
+        sub.add_argument('--manifest-policy',
+                         choices=[options.MANIFEST_VERIFY,
+                                  options.MANIFEST_REQUIRE,
+                                  options.MANIFEST_IGNORE],
+                         default=options.MANIFEST_VERIFY,
+                         help='how to use the .mf manifest '
+                              '(default: %(default)s)')
+        sub.add_argument('--max-virtual-size', type=int,
+                         default=options.DEFAULT_MAX_VIRTUAL_SIZE,
+                         help='refuse disks larger than this many bytes')
+        sub.add_argument('--default-disk-bus',
+                         choices=['scsi', 'virtio', 'sata', 'ide'],
+                         default='scsi',
+                         help='hw_disk_bus for guests whose drivers do not '
+                              'decide it (default: %(default)s)')
+        sub.add_argument('--extra-disks',
+                         choices=[options.EXTRA_DISKS_REPORT,
+                                  options.EXTRA_DISKS_REFUSE],
+                         default=options.EXTRA_DISKS_REPORT,
+                         help='what to do with packages holding several '
+                              'disks (default: %(default)s)')
+        sub.add_argument('--windows-fixup',
+                         choices=[options.FIXUP_AUTO, options.FIXUP_REPORT],
+                         default=options.FIXUP_AUTO,
+                         help='neutralise Xen PV drivers in Windows guests '
+                              '(auto) or only report them (report)')
+
+    convert = commands.add_parser('convert', help='write the RAW image')
+    common(convert)
+    convert.add_argument('dest', metavar='DEST',
+                         help='RAW image to create; must not exist')
+    inspect = commands.add_parser(
+        'inspect', help='analyse only; the RAW is written to a scratch '
+        'directory and removed')
+    common(inspect)
+    inspect.add_argument('--workdir', default=None,
+                         help='scratch directory (default: $TMPDIR)')
+    return parser
+
+
+def _options(args):
+    return options.Options(
+        manifest_policy=args.manifest_policy,
+        max_virtual_size=args.max_virtual_size,
+        default_disk_bus=args.default_disk_bus,
+        windows_fixup=args.windows_fixup,
+        extra_disks=args.extra_disks)
+
+
+def _run(args, dest):
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        progress = ProgressBar(sys.stderr)
+    source = sys.stdin.buffer if args.source == '-' else args.source
+    try:
+        return pipeline.convert(source, dest, _options(args), progress)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def _print_report(report, args):
+    if args.json:
+        json.dump(report.to_dict(), sys.stdout, sort_keys=True)
+        sys.stdout.write('\n')
+        return
+    print('source:        %s' % report.source)
+    print('virtual size:  %d bytes' % report.virtual_size)
+    print('data written:  %d bytes' % report.allocated_bytes)
+    print('manifest:      %s' % report.manifest)
+    layout = report.layout
+    print('partitions:    %s, %d partition(s)%s' % (
+        layout.scheme, len(layout.partitions),
+        ', whole-disk %s' % layout.filesystem if layout.filesystem else ''))
+    for disk in report.other_disks:
+        print('not converted: %s (%s bytes)' % (disk.href, disk.capacity))
+    print('properties:')
+    for key, value in sorted(report.properties.items()):
+        print('  %s=%s' % (key, value))
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    scratch = None
+    try:
+        if args.command == 'convert':
+            dest = args.dest
+            if os.path.lexists(dest):
+                _fail('%s already exists; refusing to overwrite it' % dest,
+                      EXIT_USAGE)
+        else:
+            scratch = tempfile.mkdtemp(prefix='xen-import-',
+                                       dir=args.workdir)
+            dest = os.path.join(scratch, 'disk.raw')
+        report = _run(args, dest)
+        _print_report(report, args)
+        return 0
+    except exception.XenImportError as exc:
+        _fail(str(exc), EXIT_REFUSED)
+    except KeyboardInterrupt:
+        _fail('interrupted', 130)
+    except Exception as exc:
+        _fail('internal error: %s: %s' % (type(exc).__name__, exc),
+              EXIT_INTERNAL)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fail(reason, status):
+    reason = ' '.join(str(reason).split())
+    sys.stderr.write('%s: error: %s\n' % (PROG, reason))
+    sys.exit(status)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,163 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The one place that strings the steps together.
+
+    OVA stream -> package reader -> VHD decoder -> sparse RAW
+               -> partition check -> guest inspection -> properties
+
+The Glance plugin and the CLI both call :func:`convert`.
+"""
+
+import contextlib
+import os
+
+from glance_xen_import import exception
+from glance_xen_import.formats import ova
+from glance_xen_import.formats import partitions
+from glance_xen_import.formats import raw
+from glance_xen_import.formats import vhd
+from glance_xen_import import inspect as guest_inspect
+from glance_xen_import import options as options_mod
+from glance_xen_import import policy
+from glance_xen_import import report as report_mod
+
+# Read size on the input; large enough that per-call overhead vanishes.
+READ_SIZE = 4 << 20
+
+
+class _ProgressReader(object):
+    """Count what is read from the input and tell ``progress`` about it."""
+
+    def __init__(self, stream, total, progress):
+        self._stream = stream
+        self._total = total
+        self._progress = progress
+        self.done = 0
+
+    def read(self, size):
+        data = self._stream.read(size)
+        self.done += len(data)
+        if self._progress is not None and data:
+            self._progress(self.done, self._total)
+        return data
+
+
+@contextlib.contextmanager
+def _open_source(source):
+    if isinstance(source, (str, bytes, os.PathLike)):
+        try:
+            stream = open(source, 'rb')
+        except OSError as exc:
+            raise exception.XenImportError(
+                'cannot open %s: %s' % (source, exc.strerror))
+        with stream:
+            yield stream, os.fstat(stream.fileno()).st_size
+    else:
+        total = None
+        try:
+            info = os.fstat(source.fileno())
+            if info.st_mode & 0o170000 == 0o100000:   # a regular file
+                total = info.st_size - source.tell()
+        except (AttributeError, OSError, ValueError):
+            pass
+        yield source, total
+
+
+def check_free_space(directory, needed):
+    """Refuse early when ``needed`` bytes will not fit in ``directory``."""
+    stats = os.statvfs(directory)
+    free = stats.f_bavail * stats.f_frsize
+    if needed > free:
+        raise exception.InsufficientSpace(
+            'the RAW image needs up to %d bytes but only %d are free in %s'
+            % (needed, free, directory))
+
+
+def _check_extra_disks(descriptor, opts):
+    if (len(descriptor.disks) > 1
+            and opts.extra_disks == options_mod.EXTRA_DISKS_REFUSE):
+        raise exception.InvalidPackage(
+            'package holds %d disks and only single-disk packages are '
+            'accepted' % len(descriptor.disks))
+
+
+def _converter(writer, opts, directory):
+    """Return the convert_disk callback the package reader calls."""
+
+    def convert_disk(reader, size, disk):
+        def on_metadata(info, upper_bound):
+            if disk.capacity is not None and disk.capacity != (
+                    info.current_size) and info.disk_type == 'dynamic':
+                raise exception.InvalidPackage(
+                    'OVF gives disk %s a capacity of %d bytes but its VHD '
+                    'holds %d bytes' % (disk.href, disk.capacity,
+                                        info.current_size))
+            check_free_space(directory, upper_bound)
+
+        info = vhd.decode(reader, writer, member_size=size,
+                          max_virtual_size=opts.max_virtual_size,
+                          on_metadata=on_metadata)
+        if disk.capacity is not None and disk.capacity != info.current_size:
+            raise exception.InvalidPackage(
+                'OVF gives disk %s a capacity of %d bytes but its VHD holds '
+                '%d bytes' % (disk.href, disk.capacity, info.current_size))
+        return info
+
+    return convert_disk
+
+
+def convert(source, dest_path, opts=None, progress=None):
+    """Convert the OVA ``source`` into a RAW image at ``dest_path``.
+
+    :param source: a path, or a binary file object read front to back once.
+    :param dest_path: where the RAW goes; must not exist. It is removed
+        again when anything fails.
+    :param opts: an options.Options.
+    :param progress: optional ``progress(done_bytes, total_bytes_or_None)``.
+    :returns: a report.Report.
+    :raises: exception.XenImportError with a one-line reason.
+    """
+    opts = opts or options_mod.Options()
+    directory = os.path.dirname(os.path.abspath(dest_path))
+    writer = raw.SparseWriter(dest_path)
+    try:
+        with _open_source(source) as (stream, total):
+            reader = _ProgressReader(stream, total, progress)
+            package = ova.read_package(
+                reader, _converter(writer, opts, directory),
+                opts.manifest_policy,
+                on_descriptor=lambda d: _check_extra_disks(d, opts))
+        info = package.disk_result
+        writer.finish(info.current_size)
+        return _analyse(dest_path, package, info, writer.data_bytes, opts)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _analyse(dest_path, package, info, allocated, opts):
+    with open(dest_path, 'rb') as image:
+        layout = partitions.read_layout(image, info.current_size)
+    package_info = report_mod.PackageInfo.from_package(package)
+    guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
+    properties = policy.decide(guest, layout, package_info, info.source_tag,
+                               opts)
+    if package.skipped_disks:
+        properties['xen_import_skipped_disks'] = ','.join(
+            '%s:%s' % (d.href, d.capacity if d.capacity is not None else '?')
+            for d in package.skipped_disks)
+    return report_mod.Report(
+        virtual_size=info.current_size, allocated_bytes=allocated,
+        source=info.source_tag, package=package_info, disk=package.disk,
+        other_disks=list(package.skipped_disks), vhd=info, layout=layout,
+        guest=guest, properties=properties)

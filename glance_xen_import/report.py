@@ -1,0 +1,80 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""What a conversion found and decided, for the CLI and the plugin."""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class PackageInfo:
+    """Facts about the package taken from the OVF descriptor."""
+
+    name: str
+    virtual_system_type: str
+    os_id: int
+    os_description: str
+    manifest: str        # 'verified', 'absent' or 'ignored'
+    signed: bool         # a .cert member was present; it is not checked
+
+    @classmethod
+    def from_package(cls, result):
+        descriptor = result.descriptor
+        return cls(name=descriptor.name,
+                   virtual_system_type=descriptor.virtual_system_type,
+                   os_id=descriptor.os_id,
+                   os_description=descriptor.os_description,
+                   manifest=result.manifest, signed=result.signed)
+
+    @property
+    def is_pv_guest(self):
+        # XenCenter writes "{hvm|xen}-3.0-{arch}": xen-* is paravirtual.
+        return (self.virtual_system_type or '').lower().startswith('xen-')
+
+
+@dataclasses.dataclass
+class Report:
+    virtual_size: int
+    allocated_bytes: int
+    source: str
+    package: PackageInfo
+    disk: object               # formats.ovf.DiskRef
+    other_disks: list          # formats.ovf.DiskRef not converted
+    vhd: object                # formats.vhd.VhdInfo
+    layout: object             # formats.partitions.DiskLayout
+    guest: object = None       # inspect facts
+    properties: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def manifest(self):
+        return self.package.manifest
+
+    def to_dict(self):
+        def plain(value):
+            if value is None:
+                return None
+            if hasattr(value, 'to_dict'):
+                return value.to_dict()
+            return dataclasses.asdict(value)
+
+        return {
+            'virtual_size': self.virtual_size,
+            'allocated_bytes': self.allocated_bytes,
+            'source': self.source,
+            'package': plain(self.package),
+            'disk': plain(self.disk),
+            'other_disks': [plain(d) for d in self.other_disks],
+            'vhd': plain(self.vhd),
+            'layout': plain(self.layout),
+            'guest': plain(self.guest),
+            'properties': dict(self.properties),
+        }
