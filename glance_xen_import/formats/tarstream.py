@@ -134,8 +134,8 @@ def iter_members(stream):
     while True:
         if member is not None:
             # Skip what the consumer did not read, and the padding.
-            cursor.skip_to(cursor.pos + member.remaining + (-member.size %
-                                                             BLOCK),
+            padding = -member.size % BLOCK
+            cursor.skip_to(cursor.pos + member.remaining + padding,
                            'end of member %s' % member.name)
             member = None
         header = cursor.read(BLOCK)
