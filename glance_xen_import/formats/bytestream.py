@@ -37,11 +37,16 @@ class Cursor(object):
         self.what = what
         self.error = error
         self.pos = 0
+        self._pushed = b''
 
     def read(self, size):
         """Read up to ``size`` bytes; fewer only at the end of the stream."""
         parts = []
         wanted = size
+        if self._pushed:
+            parts.append(self._pushed[:wanted])
+            self._pushed = self._pushed[wanted:]
+            wanted -= len(parts[0])
         while wanted > 0:
             data = self._stream.read(wanted)
             if not data:
@@ -50,6 +55,13 @@ class Cursor(object):
             wanted -= len(data)
         data = parts[0] if len(parts) == 1 else b''.join(parts)
         self.pos += len(data)
+        return data
+
+    def peek(self, size):
+        """Return up to ``size`` bytes without consuming them."""
+        data = self.read(size)
+        self._pushed = data + self._pushed
+        self.pos -= len(data)
         return data
 
     def read_exact(self, size, field):

@@ -333,20 +333,19 @@ def _read_bat(cursor, header, member_size):
     return bat, table_end
 
 
-def _check_batmap(cursor, header, table_end, creator):
+def _check_batmap(cursor, creator):
     """Refuse blktap images whose batmap marks their data as encrypted."""
-    # blktap puts its batmap header in the sector right after the BAT
+    # blktap keeps a batmap header in the sector right after the BAT
     # (vhd_batmap_header_offset); only 'tap' images have one.
     if creator != 'tap':
-        return table_end
-    sector = cursor.read_exact(SECTOR, 'sector after the BAT')
-    if sector[:8] == BATMAP_COOKIE:
-        keyhash_cookie = sector[29]
-        if keyhash_cookie == 1:
-            raise exception.UnsupportedDisk(
-                'blktap VHD is encrypted (its batmap carries a key hash); '
-                'export it decrypted')
-    return table_end + SECTOR
+        return
+    sector = cursor.peek(SECTOR)
+    if sector[:8] == BATMAP_COOKIE and sector[29] == 1:
+        # struct vhd_keyhash follows the marker: cookie 1 means the data
+        # is encrypted (tapdisk block-crypto).
+        raise exception.UnsupportedDisk(
+            'blktap VHD is encrypted (its batmap carries a key hash); '
+            'export it decrypted')
 
 
 def _block_order(bat, n_blocks, span_sectors, first_sector, last_sector):
@@ -439,14 +438,14 @@ def _decode_dynamic(cursor, copy, sink, member_size, max_virtual_size,
             'VHD block allocation table offset %d does not follow the '
             'dynamic header' % header.table_offset)
     bat, table_end = _read_bat(cursor, header, member_size)
-    data_start = _check_batmap(cursor, header, table_end, copy.creator)
 
     span = header.bitmap_size + header.block_size
     last_sector = None
     if member_size is not None:
         last_sector = (member_size - FOOTER_SIZE) // SECTOR
     allocated, out_of_order, order = _block_order(
-        bat, n_blocks, span // SECTOR, data_start // SECTOR, last_sector)
+        bat, n_blocks, span // SECTOR, table_end // SECTOR, last_sector)
+    _check_batmap(cursor, copy.creator)
     info = VhdInfo('dynamic', copy.creator, copy.creator_version, size,
                    header.block_size, allocated, out_of_order)
     if on_metadata is not None:
