@@ -86,6 +86,15 @@ class CommandFailed(GlanceError):
                 result.stderr))
 
 
+def image_id(output):
+    """The id row of the image table the ``glance`` CLI prints."""
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip('|').split('|')]
+        if len(cells) == 2 and cells[0] == 'id':
+            return cells[1]
+    raise GlanceError('no image id in glance output:\n%s' % output)
+
+
 def _listening_socket():
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

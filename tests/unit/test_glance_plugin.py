@@ -1,0 +1,423 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The xen_ova plugin's flow run by taskflow without Glance.
+
+The pipeline is replaced by a fake here so that every branch of the tasks
+(pass-through, success, refusal, failure after publishing) is exercised;
+tests/functional runs the real pipeline inside a real glance-api.
+"""
+
+import copy
+import logging
+import os
+import sys
+import types
+
+import pytest
+from taskflow import engines
+from taskflow.patterns import linear_flow as lf
+from taskflow import retry
+from taskflow import task
+
+from glance_xen_import import exception
+from glance_xen_import.glance import plugin
+from glance_xen_import.glance import tasks
+
+IMAGE_ID = '6a2c9e84-4c0e-4b55-9b0e-2d7a1f1b6b11'
+TASK_ID = 'task-1'
+RESERVED = 'os_glance'
+
+
+class FakeImage(object):
+
+    def __init__(self, **kwargs):
+        self.image_id = IMAGE_ID
+        self.status = 'importing'
+        self.disk_format = 'vhd'
+        self.container_format = 'ova'
+        self.size = 1000
+        self.virtual_size = None
+        self.extra_properties = {'os_glance_import_task': TASK_ID}
+        self.__dict__.update(kwargs)
+
+
+class FakeActions(object):
+    """The part of Glance's _ImportActions the plugin may use."""
+
+    def __init__(self, image):
+        self._image = image
+
+    image_disk_format = property(lambda self: self._image.disk_format)
+    image_container_format = property(
+        lambda self: self._image.container_format)
+    image_size = property(lambda self: self._image.size)
+    image_status = property(lambda self: self._image.status)
+
+    @property
+    def image_extra_properties(self):
+        return dict(self._image.extra_properties)
+
+    def set_image_attribute(self, **attrs):
+        for name, value in attrs.items():
+            if name not in ('status', 'disk_format', 'container_format',
+                            'virtual_size', 'size'):
+                raise AttributeError('Setting %s is not allowed' % name)
+            setattr(self._image, name, value)
+
+    def set_image_extra_properties(self, properties):
+        for key, value in properties.items():
+            if not key.startswith(RESERVED):
+                self._image.extra_properties[key] = value
+
+    def pop_extra_property(self, name):
+        self._image.extra_properties.pop(name, None)
+
+    def _stores(self, key, stores, subtract):
+        names = {s for s in stores if s}
+        existing = set(filter(None, self._image.extra_properties.get(
+            key, '').split(',')))
+        merged = existing - names if subtract else existing | names
+        self._image.extra_properties[key] = ','.join(sorted(merged))
+
+    def remove_importing_stores(self, stores):
+        self._stores('os_glance_importing_to_stores', stores, True)
+
+    def add_failed_stores(self, stores):
+        self._stores('os_glance_failed_import', stores, False)
+
+
+class FakeWrapper(object):
+    """Like ImportActionWrapper: changes are saved only on a clean exit."""
+
+    def __init__(self, image):
+        self.image = image
+        self.image_id = image.image_id
+        self.saves = 0
+        self._working = None
+
+    def __enter__(self):
+        if self.image.extra_properties.get('os_glance_import_task') != (
+                TASK_ID):
+            raise RuntimeError('lock lost')
+        self._working = copy.deepcopy(self.image)
+        return FakeActions(self._working)
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.image = self._working
+            self.saves += 1
+
+
+class UploadException(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def glance_exception(monkeypatch):
+    """glance.common.exception, faked when Glance is not installed."""
+    try:
+        from glance.common import exception as real
+        return real.UploadException
+    except ImportError:
+        pass
+    module = types.ModuleType('glance.common.exception')
+    module.UploadException = UploadException
+    common = types.ModuleType('glance.common')
+    common.exception = module
+    top = types.ModuleType('glance')
+    top.common = common
+    monkeypatch.setitem(sys.modules, 'glance', top)
+    monkeypatch.setitem(sys.modules, 'glance.common', common)
+    monkeypatch.setitem(sys.modules, 'glance.common.exception', module)
+    return UploadException
+
+
+class FakeReport(object):
+    source = 'vhd-dynamic:caml'
+    virtual_size = 4096
+    allocated_bytes = 1024
+    properties = {'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi',
+                  'os_type': 'linux'}
+
+
+class FakePipeline(object):
+    """Stands in for pipeline.convert; writes a RAW or raises."""
+
+    def __init__(self, error=None, partial=False, progress_steps=()):
+        self.error = error
+        self.partial = partial
+        self.progress_steps = progress_steps
+        self.calls = []
+
+    def __call__(self, source, dest_path, opts=None, progress=None):
+        self.calls.append((source, dest_path, opts))
+        assert not os.path.exists(dest_path)
+        for done, total in self.progress_steps:
+            progress(done, total)
+        if self.error is not None:
+            if self.partial:
+                # A crash that leaves output behind (the pipeline removes
+                # it itself on refusals; a revert must cope with both).
+                with open(dest_path, 'wb') as f:
+                    f.write(b'partial')
+            raise self.error
+        with open(dest_path, 'wb') as f:
+            f.truncate(FakeReport.virtual_size)
+            f.write(b'\xeb\x63')
+        return FakeReport()
+
+
+class Staging(task.Task):
+    """What Glance's _VerifyStaging does: provide the staged file URI."""
+
+    default_provides = 'file_path'
+
+    def __init__(self, uri):
+        self.uri = uri
+        super(Staging, self).__init__(name='staging')
+
+    def execute(self):
+        return self.uri
+
+
+class Consumer(task.Task):
+    """Stands for _ImportToStore: records the file_path it is given."""
+
+    def __init__(self, seen, fail=False):
+        self.seen = seen
+        self.fail = fail
+        super(Consumer, self).__init__(name='consumer')
+
+    def execute(self, file_path):
+        self.seen.append(file_path)
+        if self.fail:
+            raise RuntimeError('store full')
+
+
+@pytest.fixture
+def staging(tmp_path):
+    path = tmp_path / IMAGE_ID
+    path.write_bytes(b'ova bytes')
+    return path
+
+
+def run(wrapper, staged, import_req=None, stores=(None,), fail_after=False):
+    flow = lf.Flow('api_image_import', retry=retry.AlwaysRevert())
+    seen = []
+    flow.add(Staging('file://%s' % staged))
+    flow.add(plugin.get_flow(
+        task_id=TASK_ID, task_type='api_image_import',
+        action_wrapper=wrapper, backend=list(stores),
+        import_req=import_req or {'method': {'name': 'glance-direct'}}))
+    flow.add(Consumer(seen, fail=fail_after))
+    engines.run(flow, engine='serial')
+    return seen
+
+
+def raw_path(staging):
+    return str(staging.parent / (IMAGE_ID + '.xenova.raw'))
+
+
+def test_entry_point_names_the_plugin():
+    from importlib import metadata
+    points = [ep for ep in metadata.entry_points(
+        group='glance.image_import.plugins') if ep.name == 'xen_ova']
+    if not points:
+        pytest.skip('package not installed (entry points unavailable)')
+    assert points[0].load() is plugin.get_flow
+
+
+def test_options_registered_at_load():
+    assert plugin.CONF.xen_ova.progress_interval >= 1
+
+
+def test_plain_image_passes_through(monkeypatch, staging):
+    fake = FakePipeline()
+    monkeypatch.setattr(tasks.pipeline, 'convert', fake)
+    wrapper = FakeWrapper(FakeImage(container_format='bare',
+                                    disk_format='qcow2'))
+    before = copy.deepcopy(wrapper.image.__dict__)
+    seen = run(wrapper, staging)
+    assert seen == ['file://%s' % staging]
+    assert fake.calls == []
+    assert wrapper.image.__dict__ == before
+    assert staging.read_bytes() == b'ova bytes'
+
+
+def test_ova_container_is_converted(monkeypatch, staging):
+    fake = FakePipeline()
+    monkeypatch.setattr(tasks.pipeline, 'convert', fake)
+    wrapper = FakeWrapper(FakeImage())
+    seen = run(wrapper, staging)
+    dest = raw_path(staging)
+    assert seen == ['file://' + dest]
+    assert [call[:2] for call in fake.calls] == [(str(staging), dest)]
+    image = wrapper.image
+    assert (image.disk_format, image.container_format) == ('raw', 'bare')
+    assert image.size == os.path.getsize(dest) == FakeReport.virtual_size
+    assert image.virtual_size == FakeReport.virtual_size
+    for key, value in FakeReport.properties.items():
+        assert image.extra_properties[key] == value
+    # The staged OVA is gone; only the RAW stays for the stores.
+    assert not staging.exists()
+    assert image.status == 'importing'
+
+
+def test_options_come_from_the_conf(monkeypatch, staging):
+    fake = FakePipeline()
+    monkeypatch.setattr(tasks.pipeline, 'convert', fake)
+    plugin.CONF.set_override('manifest_policy', 'require', group='xen_ova')
+    try:
+        run(FakeWrapper(FakeImage()), staging)
+    finally:
+        plugin.CONF.clear_override('manifest_policy', group='xen_ova')
+    assert fake.calls[0][2].manifest_policy == 'require'
+
+
+def test_marker_converts_any_container(monkeypatch, staging):
+    fake = FakePipeline()
+    monkeypatch.setattr(tasks.pipeline, 'convert', fake)
+    wrapper = FakeWrapper(FakeImage(container_format='bare',
+                                    disk_format='raw'))
+    seen = run(wrapper, staging, import_req={
+        'method': {'name': 'glance-direct', 'xen_ova': True}})
+    assert seen == ['file://' + raw_path(staging)]
+    assert len(fake.calls) == 1
+
+
+def test_leftover_raw_of_an_earlier_attempt_is_replaced(monkeypatch,
+                                                        staging):
+    monkeypatch.setattr(tasks.pipeline, 'convert', FakePipeline())
+    with open(raw_path(staging), 'wb') as f:
+        f.write(b'old')
+    run(FakeWrapper(FakeImage()), staging)
+    with open(raw_path(staging), 'rb') as f:
+        assert f.read(2) == b'\xeb\x63'
+
+
+@pytest.mark.parametrize('partial', [False, True])
+def test_refusal_restores_image_and_cleans_up(monkeypatch, staging,
+                                              glance_exception, partial):
+    fake = FakePipeline(error=exception.ManifestMismatch(
+        'disk0.vhd: SHA256 digest differs from the manifest'),
+        partial=partial)
+    monkeypatch.setattr(tasks.pipeline, 'convert', fake)
+    wrapper = FakeWrapper(FakeImage(extra_properties={
+        'os_glance_import_task': TASK_ID,
+        'os_glance_importing_to_stores': 'fast,cheap',
+        'hw_disk_bus': 'ide'}))
+    with pytest.raises(glance_exception) as info:
+        run(wrapper, staging, stores=('fast', 'cheap'))
+    assert str(info.value) == (
+        'xen-ova: disk0.vhd: SHA256 digest differs from the manifest')
+    image = wrapper.image
+    assert image.status == 'queued'
+    assert (image.disk_format, image.container_format) == ('vhd', 'ova')
+    assert image.extra_properties['hw_disk_bus'] == 'ide'
+    assert 'hw_scsi_model' not in image.extra_properties
+    assert image.extra_properties['os_glance_importing_to_stores'] == ''
+    assert image.extra_properties['os_glance_failed_import'] == 'cheap,fast'
+    assert os.listdir(staging.parent) == []
+
+
+def test_os_error_becomes_a_task_message(monkeypatch, staging,
+                                         glance_exception):
+    error = OSError(28, 'No space left on device')
+    monkeypatch.setattr(tasks.pipeline, 'convert', FakePipeline(error=error))
+    wrapper = FakeWrapper(FakeImage())
+    with pytest.raises(glance_exception) as info:
+        run(wrapper, staging)
+    assert str(info.value) == (
+        'xen-ova: conversion failed: No space left on device')
+    assert wrapper.image.status == 'queued'
+    assert os.listdir(staging.parent) == []
+
+
+def test_failure_after_publishing_undoes_it(monkeypatch, staging):
+    monkeypatch.setattr(tasks.pipeline, 'convert', FakePipeline())
+    wrapper = FakeWrapper(FakeImage(size=77, extra_properties={
+        'os_glance_import_task': TASK_ID, 'hw_disk_bus': 'ide',
+        'note': 'kept'}))
+    with pytest.raises(RuntimeError, match='store full'):
+        run(wrapper, staging, fail_after=True)
+    image = wrapper.image
+    assert image.status == 'queued'
+    assert (image.disk_format, image.container_format) == ('vhd', 'ova')
+    assert image.size == 77
+    props = image.extra_properties
+    assert props['hw_disk_bus'] == 'ide'
+    assert props['note'] == 'kept'
+    assert 'hw_scsi_model' not in props and 'os_type' not in props
+    assert props['os_glance_import_task'] == TASK_ID
+    assert os.listdir(staging.parent) == []
+
+
+def test_pass_through_failure_is_not_ours(monkeypatch, staging):
+    monkeypatch.setattr(tasks.pipeline, 'convert', FakePipeline())
+    wrapper = FakeWrapper(FakeImage(container_format='bare',
+                                    disk_format='raw'))
+    before = copy.deepcopy(wrapper.image.__dict__)
+    with pytest.raises(RuntimeError):
+        run(wrapper, staging, fail_after=True)
+    # Glance's own tasks handle their failures; we changed nothing.
+    assert wrapper.image.__dict__ == before
+    assert staging.exists()
+
+
+def test_progress_is_logged_every_interval(caplog):
+    now = [100.0]
+    progress = tasks.ProgressLog(IMAGE_ID, interval=10,
+                                 clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger=tasks.__name__)
+    for step in range(1, 26):
+        now[0] = 100.0 + step
+        progress(step * 4000000, 100000000)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        'xen-ova import of image %s: 40000000 of 100000000 bytes (40%%), '
+        '4.0 MB/s' % IMAGE_ID,
+        'xen-ova import of image %s: 80000000 of 100000000 bytes (80%%), '
+        '4.0 MB/s' % IMAGE_ID,
+    ]
+
+
+def test_progress_without_total():
+    progress = tasks.ProgressLog(IMAGE_ID, 1, clock=lambda: 0.0)
+    assert progress.describe(5000000, None, now=2.0) == (
+        '5000000 bytes, 2.5 MB/s')
+
+
+def test_progress_reaches_the_log_during_conversion(monkeypatch, staging,
+                                                    caplog):
+    fake = FakePipeline(progress_steps=[(1, 9), (9, 9)])
+    monkeypatch.setattr(tasks.pipeline, 'convert', fake)
+    monkeypatch.setattr(tasks.ProgressLog, '__init__',
+                        _instant_progress_init)
+    caplog.set_level(logging.INFO, logger=tasks.__name__)
+    run(FakeWrapper(FakeImage()), staging)
+    text = '\n'.join(r.getMessage() for r in caplog.records)
+    assert '1 of 9 bytes (11%)' in text
+    assert '9 of 9 bytes (100%)' in text
+    assert 'read 9 bytes in 60.0 s' in text
+    assert 'RAW ready' in text
+
+
+def _instant_progress_init(self, image_id, interval, clock=None):
+    # Each reading of the clock is 20 s after the previous one.
+    ticks = iter(range(0, 1000, 20))
+    self.image_id = image_id
+    self.interval = interval
+    self.clock = lambda: float(next(ticks))
+    self.started = self.last = self.clock()
+    self.done = 0
+    self.total = None
