@@ -70,6 +70,15 @@ def missing_tools(*names):
     return [name for name in names if shutil.which(name) is None]
 
 
+def require_tools(*names):
+    """In a test: skip it, saying why, when a tool is not installed."""
+    missing = missing_tools(*names)
+    if missing:
+        import pytest
+        pytest.skip('needs %s (installed by .ci/run APT_PACKAGES)'
+                    % ', '.join(missing))
+
+
 def run(*args, **kwargs):
     """Run a command, raising with its stderr if it fails."""
     proc = subprocess.run([str(a) for a in args], capture_output=True,
@@ -690,6 +699,71 @@ def allocated_bytes(path):
     return os.stat(path).st_blocks * 512
 
 
+def sparse_first_difference(a, b, chunk=1 * MiB):
+    """Like first_difference, but reads only where either file has data.
+
+    Ranges that are holes in both files are zero in both, so a 1 GiB
+    sparse disk compares in the time its data takes.
+    """
+    sa, sb = os.path.getsize(a), os.path.getsize(b)
+    if sa != sb:
+        return 'length %d != %d' % (sa, sb)
+    ranges = sorted(data_extents(a) + data_extents(b))
+    with open(a, 'rb') as fa, open(b, 'rb') as fb:
+        done = 0
+        for start, end in ranges:
+            start = max(start, done)
+            while start < end:
+                n = min(chunk, end - start)
+                fa.seek(start)
+                fb.seek(start)
+                da, db = fa.read(n), fb.read(n)
+                if da != db:
+                    at = next(i for i in range(len(da)) if da[i] != db[i])
+                    return 'byte %d differs' % (start + at)
+                start += n
+            done = max(done, end)
+    return None
+
+
+def nonzero_pages(path, page=4 * KiB):
+    """How many ``page``-sized pages of ``path`` hold a non-zero byte."""
+    count = 0
+    with open(path, 'rb') as f:
+        for start, end in data_extents(path):
+            f.seek(start)
+            pos = start
+            while pos < end:
+                data = f.read(min(page, end - pos))
+                if data.count(0) != len(data):
+                    count += 1
+                pos += len(data)
+    return count
+
+
+class FileSink(object):
+    """A decoder sink writing with plain os.pwrite (no hole logic).
+
+    Records every (offset, length) written, so tests can check what a
+    decoder wrote and when.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.writes = []
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def write_at(self, offset, data):
+        data = bytes(data)
+        self.writes.append((offset, len(data)))
+        os.pwrite(self._fd, data, offset)
+
+    def close(self, size=None):
+        if size is not None:
+            os.ftruncate(self._fd, size)
+        os.close(self._fd)
+
+
 # --------------------------------------------------------------------------
 # Streams
 
@@ -1104,3 +1178,51 @@ def simple_ova(workdir, raw_size=16 * MiB, creator='caml', table='gpt',
     ova = make_ova(os.path.join(workdir, '%s.ova' % name),
                    [OvaDisk(vhd)], name=name, **ova_kwargs)
     return ova, raw, vhd
+
+
+class Corpus(object):
+    """Inputs built once into ``root`` and shared; never edit them in place.
+
+    ``raw(name)`` gives a RawDisk from RAW_SPECS; ``vhd(kind, raw=name)``
+    gives the path of a VHD of that disk, ``kind`` being one of VHD_KINDS.
+    """
+
+    RAW_SPECS = {
+        'gpt16': dict(size=16 * MiB, table='gpt', seed=1),
+        'mbr8': dict(size=8 * MiB, table='mbr', seed=2),
+        # 19 MiB is not a CHS multiple: the spec geometry is 8 KiB short.
+        'gpt19': dict(size=19 * MiB, table='gpt', seed=3),
+        'mbr19': dict(size=19 * MiB, table='mbr', seed=4),
+        # XenCenter-sized: 1 GiB + 3 MiB, 304 KiB beyond its CHS size.
+        'mbr1g3m': dict(size=1 * GiB + 3 * MiB, table='mbr', seed=5),
+    }
+    VHD_KINDS = ('qemu-dynamic', 'qemu-fixed', 'qem2-dynamic', 'qem2-fixed',
+                 'reverse', 'caml', 'tap', 'dutl', 'caml-fixed',
+                 'tap-fixed', 'dutl-fixed')
+
+    def __init__(self, root):
+        self.root = root
+        self._raws = {}
+
+    def raw(self, name='gpt16'):
+        if name not in self._raws:
+            path = os.path.join(self.root, name + '.raw')
+            self._raws[name] = make_raw_disk(path, **self.RAW_SPECS[name])
+        return self._raws[name]
+
+    def vhd(self, kind, raw='gpt16'):
+        path = os.path.join(self.root, '%s.%s.vhd' % (raw, kind))
+        if os.path.exists(path):
+            return path
+        src = self.raw(raw).path
+        if kind in ('qemu-dynamic', 'qemu-fixed'):
+            qemu_vhd(src, path, kind[5:], force_size=False)
+        elif kind in ('qem2-dynamic', 'qem2-fixed'):
+            qemu_vhd(src, path, kind[5:], force_size=True)
+        elif kind == 'reverse':
+            qemu_vhd_reverse(src, path)
+        elif kind.endswith('-fixed'):
+            xen_vhd(src, path, kind[:-6], subformat='fixed')
+        else:
+            xen_vhd(src, path, kind)
+        return path
