@@ -28,6 +28,9 @@ work so that each revert undoes exactly what its task did:
                    the formats and properties it replaced.
 
 Glance itself is imported lazily so the package is usable without it.
+So is the converter: when Glance cannot load a plugin it logs and goes on
+without it, which would store OVAs unconverted; a converter that cannot
+be imported must instead fail the import with a message that says so.
 """
 
 import os
@@ -38,7 +41,6 @@ from taskflow import task
 
 from glance_xen_import import exception
 from glance_xen_import.glance import middleware
-from glance_xen_import import pipeline
 
 LOG = logging.getLogger(__name__)
 
@@ -55,6 +57,11 @@ def upload_error(message):
     """The exception whose text Glance copies into the task message."""
     from glance.common import exception as glance_exception
     return glance_exception.UploadException(message)
+
+
+def load_pipeline():
+    from glance_xen_import import pipeline
+    return pipeline
 
 
 def path_of(file_uri):
@@ -175,6 +182,13 @@ class ConvertOva(task.Task):
                                       image_id + RAW_SUFFIX)
         _remove(self.dest_path)  # a leftover of an interrupted attempt
 
+        try:
+            pipeline = load_pipeline()
+        except ImportError as exc:
+            LOG.error('xen-ova import of image %s: the converter cannot be '
+                      'loaded: %s', image_id, exc)
+            raise upload_error('xen-ova: the converter is not installed '
+                               'correctly on this Glance node (%s)' % exc)
         progress = ProgressLog(image_id, self.progress_interval)
         LOG.info('xen-ova import of image %s: converting the OVA',
                  image_id)

@@ -23,6 +23,8 @@ The server is driven with the real ``glance`` command of
 python-glanceclient; ``api()`` is a small REST helper for polling.
 """
 
+import configparser
+import io
 import json
 import os
 import shutil
@@ -41,35 +43,40 @@ BIN_DIR = os.path.dirname(sys.executable)
 TOKEN = 'tester:testproject:admin'
 STORES = ('fast', 'cheap')
 
-PASTE_INI = """\
-[pipeline:glance-api-fakeauth]
-pipeline = versionnegotiation fakeauth context xen_ova rootapp
+# Glance's own paste file, installed with the glance wheel.
+SHIPPED_PASTE_INI = os.path.join(sys.prefix, 'etc', 'glance',
+                                 'glance-api-paste.ini')
+FILTER_FACTORY = 'glance_xen_import.middleware:filter_factory'
+FAKEAUTH_FACTORY = 'tests.functional.fakeauth:FakeAuth.factory'
 
-[composite:rootapp]
-paste.composite_factory = glance.api:root_app_factory
-/: apiversions
-/v2: apiv2app
 
-[app:apiversions]
-paste.app_factory = glance.api.versions:create_resource
+def paste_ini(shipped=SHIPPED_PASTE_INI):
+    """Glance's paste file edited as the admin guide says, plus fake auth.
 
-[app:apiv2app]
-paste.app_factory = glance.api.v2.router:API.factory
-
-[filter:versionnegotiation]
-paste.filter_factory = glance.api.middleware.version_negotiation:\
-VersionNegotiationFilter.factory
-
-[filter:fakeauth]
-paste.filter_factory = tests.functional.fakeauth:FakeAuth.factory
-
-[filter:context]
-paste.filter_factory = glance.api.middleware.context:\
-ContextMiddleware.factory
-
-[filter:xen_ova]
-paste.filter_factory = glance_xen_import.middleware:filter_factory
-"""
+    ``xen_ova`` goes right after ``context`` in the keystone pipelines;
+    the test-only ``fakeauth`` flavor is the keystone pipeline with
+    ``authtoken`` replaced by the trusted-token filter.
+    """
+    paste = configparser.RawConfigParser()
+    paste.optionxform = str
+    if not paste.read(shipped):
+        raise GlanceError('glance paste file not found: %s' % shipped)
+    api = 'composite:api'
+    for flavor, pipeline in paste.items(api):
+        filters = pipeline.split()
+        if 'context' in filters and 'xen_ova' not in filters:
+            filters.insert(filters.index('context') + 1, 'xen_ova')
+            paste.set(api, flavor, ' '.join(filters))
+    paste.set(api, 'fakeauth', ' '.join(
+        'fakeauth' if name == 'authtoken' else name
+        for name in paste.get(api, 'keystone').split()))
+    paste['composite:glance-api-fakeauth'] = dict(
+        paste['composite:glance-api-keystone'])
+    paste['filter:xen_ova'] = {'paste.filter_factory': FILTER_FACTORY}
+    paste['filter:fakeauth'] = {'paste.filter_factory': FAKEAUTH_FACTORY}
+    text = io.StringIO()
+    paste.write(text)
+    return text.getvalue()
 
 
 class GlanceError(Exception):
@@ -220,7 +227,7 @@ class GlanceServer(object):
         files = {
             'glance-api.conf': self._api_conf(),
             'glance-image-import.conf': self._import_conf(),
-            'glance-api-paste.ini': PASTE_INI,
+            'glance-api-paste.ini': paste_ini(),
         }
         for name, text in files.items():
             with open(os.path.join(self.etc, name), 'w') as f:

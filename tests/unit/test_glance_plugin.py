@@ -204,6 +204,11 @@ class Consumer(task.Task):
             raise RuntimeError('store full')
 
 
+def use_pipeline(monkeypatch, convert):
+    monkeypatch.setattr(tasks, 'load_pipeline',
+                        lambda: types.SimpleNamespace(convert=convert))
+
+
 @pytest.fixture
 def staging(tmp_path):
     path = tmp_path / IMAGE_ID
@@ -243,7 +248,7 @@ def test_options_registered_at_load():
 
 def test_plain_image_passes_through(monkeypatch, staging):
     fake = FakePipeline()
-    monkeypatch.setattr(tasks.pipeline, 'convert', fake)
+    use_pipeline(monkeypatch, fake)
     wrapper = FakeWrapper(FakeImage(container_format='bare',
                                     disk_format='qcow2'))
     before = copy.deepcopy(wrapper.image.__dict__)
@@ -256,7 +261,7 @@ def test_plain_image_passes_through(monkeypatch, staging):
 
 def test_ova_container_is_converted(monkeypatch, staging):
     fake = FakePipeline()
-    monkeypatch.setattr(tasks.pipeline, 'convert', fake)
+    use_pipeline(monkeypatch, fake)
     wrapper = FakeWrapper(FakeImage())
     seen = run(wrapper, staging)
     dest = raw_path(staging)
@@ -275,7 +280,7 @@ def test_ova_container_is_converted(monkeypatch, staging):
 
 def test_options_come_from_the_conf(monkeypatch, staging):
     fake = FakePipeline()
-    monkeypatch.setattr(tasks.pipeline, 'convert', fake)
+    use_pipeline(monkeypatch, fake)
     plugin.CONF.set_override('manifest_policy', 'require', group='xen_ova')
     try:
         run(FakeWrapper(FakeImage()), staging)
@@ -286,7 +291,7 @@ def test_options_come_from_the_conf(monkeypatch, staging):
 
 def test_marker_converts_any_container(monkeypatch, staging):
     fake = FakePipeline()
-    monkeypatch.setattr(tasks.pipeline, 'convert', fake)
+    use_pipeline(monkeypatch, fake)
     wrapper = FakeWrapper(FakeImage(container_format='bare',
                                     disk_format='raw'))
     seen = run(wrapper, staging, import_req={
@@ -297,7 +302,7 @@ def test_marker_converts_any_container(monkeypatch, staging):
 
 def test_leftover_raw_of_an_earlier_attempt_is_replaced(monkeypatch,
                                                         staging):
-    monkeypatch.setattr(tasks.pipeline, 'convert', FakePipeline())
+    use_pipeline(monkeypatch, FakePipeline())
     with open(raw_path(staging), 'wb') as f:
         f.write(b'old')
     run(FakeWrapper(FakeImage()), staging)
@@ -311,7 +316,7 @@ def test_refusal_restores_image_and_cleans_up(monkeypatch, staging,
     fake = FakePipeline(error=exception.ManifestMismatch(
         'disk0.vhd: SHA256 digest differs from the manifest'),
         partial=partial)
-    monkeypatch.setattr(tasks.pipeline, 'convert', fake)
+    use_pipeline(monkeypatch, fake)
     wrapper = FakeWrapper(FakeImage(extra_properties={
         'os_glance_import_task': TASK_ID,
         'os_glance_importing_to_stores': 'fast,cheap',
@@ -333,7 +338,7 @@ def test_refusal_restores_image_and_cleans_up(monkeypatch, staging,
 def test_os_error_becomes_a_task_message(monkeypatch, staging,
                                          glance_exception):
     error = OSError(28, 'No space left on device')
-    monkeypatch.setattr(tasks.pipeline, 'convert', FakePipeline(error=error))
+    use_pipeline(monkeypatch, FakePipeline(error=error))
     wrapper = FakeWrapper(FakeImage())
     with pytest.raises(glance_exception) as info:
         run(wrapper, staging)
@@ -344,7 +349,7 @@ def test_os_error_becomes_a_task_message(monkeypatch, staging,
 
 
 def test_failure_after_publishing_undoes_it(monkeypatch, staging):
-    monkeypatch.setattr(tasks.pipeline, 'convert', FakePipeline())
+    use_pipeline(monkeypatch, FakePipeline())
     wrapper = FakeWrapper(FakeImage(size=77, extra_properties={
         'os_glance_import_task': TASK_ID, 'hw_disk_bus': 'ide',
         'note': 'kept'}))
@@ -363,7 +368,7 @@ def test_failure_after_publishing_undoes_it(monkeypatch, staging):
 
 
 def test_pass_through_failure_is_not_ours(monkeypatch, staging):
-    monkeypatch.setattr(tasks.pipeline, 'convert', FakePipeline())
+    use_pipeline(monkeypatch, FakePipeline())
     wrapper = FakeWrapper(FakeImage(container_format='bare',
                                     disk_format='raw'))
     before = copy.deepcopy(wrapper.image.__dict__)
@@ -372,6 +377,21 @@ def test_pass_through_failure_is_not_ours(monkeypatch, staging):
     # Glance's own tasks handle their failures; we changed nothing.
     assert wrapper.image.__dict__ == before
     assert staging.exists()
+
+
+def test_converter_that_cannot_load_fails_the_import(monkeypatch, staging,
+                                                     glance_exception):
+    def broken():
+        raise ImportError("No module named 'pyfsext'")
+    monkeypatch.setattr(tasks, 'load_pipeline', broken)
+    wrapper = FakeWrapper(FakeImage())
+    with pytest.raises(glance_exception) as info:
+        run(wrapper, staging)
+    assert str(info.value) == (
+        "xen-ova: the converter is not installed correctly on this Glance "
+        "node (No module named 'pyfsext')")
+    assert wrapper.image.status == 'queued'
+    assert wrapper.image.container_format == 'ova'
 
 
 def test_progress_is_logged_every_interval(caplog):
@@ -400,7 +420,7 @@ def test_progress_without_total():
 def test_progress_reaches_the_log_during_conversion(monkeypatch, staging,
                                                     caplog):
     fake = FakePipeline(progress_steps=[(1, 9), (9, 9)])
-    monkeypatch.setattr(tasks.pipeline, 'convert', fake)
+    use_pipeline(monkeypatch, fake)
     monkeypatch.setattr(tasks.ProgressLog, '__init__',
                         _instant_progress_init)
     caplog.set_level(logging.INFO, logger=tasks.__name__)
