@@ -1,0 +1,116 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Guest edits that make an imported Xen guest boot on KVM.
+
+Each edit is decided from inspection facts, made in place on the RAW image,
+read back and verified; when it cannot be made safely, nothing is changed
+and the reason is returned instead.
+"""
+
+import dataclasses
+import os
+import typing
+
+from oslo_log import log as logging
+
+from glance_xen_import import exception
+from glance_xen_import.fixup import inplace
+from glance_xen_import.fixup import regf
+from glance_xen_import.fixup import windows
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class FixupResult:
+    """What a fixup did (``applied``) or why it did nothing (``skipped``)."""
+
+    applied: typing.List[str] = dataclasses.field(default_factory=list)
+    skipped: typing.Optional[str] = None
+    changed_bytes: int = 0
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _partition(layout, location):
+    if location == 'disk':
+        return 0, None
+    if location.startswith('partition '):
+        number = location.split(' ', 1)[1]
+        for partition in layout.partitions:
+            if str(partition.number) == number:
+                return partition.start, partition.size
+    return None
+
+
+def _unsafe_reason(win):
+    if win.dirty_hives:
+        return 'dirty-hive'
+    if win.hibernated:
+        return 'hibernated'
+    return None
+
+
+def needs_windows_fixup(guest):
+    """True when the guest is Windows with Xen PV drivers still active."""
+    win = getattr(guest, 'windows', None)
+    if win is None:
+        return False
+    return bool(win.enabled_xen_services or win.xen_filters
+                or win.xen_force_unplug)
+
+
+def apply_windows_fixup(image_path, layout, guest):
+    """Neutralise the Xen PV drivers of a Windows guest in ``image_path``.
+
+    :returns: a FixupResult; nothing on the disk changes when it says
+        ``skipped``.
+    """
+    win = guest.windows
+    reason = _unsafe_reason(win)
+    if reason:
+        return FixupResult(skipped=reason)
+    where = _partition(layout, win.location)
+    if where is None:
+        return FixupResult(skipped='windows-volume-not-found')
+    start, size = where
+    if size is None:
+        size = os.stat(image_path).st_size
+    path = (win.systemroot.strip('/') + '/System32/config/SYSTEM')
+    try:
+        hive_file = inplace.NtfsFile(image_path, start, size,
+                                     '\\' + path.replace('/', '\\'))
+        hive = regf.Hive(hive_file.data)
+        nt_version = None
+        if win.major_version is not None:
+            nt_version = (win.major_version, win.minor_version or 0)
+        actions = windows.neutralise(hive, nt_version)
+        if not actions:
+            return FixupResult()
+        windows.verify(hive.data, windows.control_sets(hive))
+        hive_file.write_back(hive.data, hive.changed)
+        reread = inplace.NtfsFile(image_path, start, size, hive_file.path)
+        if reread.data != bytes(hive.data):
+            # Put the original bytes back: a fixup that cannot be
+            # confirmed must leave the disk as it was.
+            hive_file.write_back(hive_file.data, hive.changed)
+            raise exception.GuestError(
+                'the SYSTEM hive read back from the disk differs from what '
+                'was written')
+    except exception.GuestError as exc:
+        LOG.warning('Windows fixup not applied: %s', exc)
+        return FixupResult(skipped='hive-not-editable')
+    LOG.info('Windows fixup applied to %s: %s', hive_file.path,
+             ', '.join(actions))
+    return FixupResult(applied=actions, changed_bytes=len(hive.changed))

@@ -1,0 +1,184 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Neutralise Citrix/XenServer/XCP-ng PV drivers in an offline SYSTEM hive.
+
+The same registry changes as XCP-ng's XenBootFix, the PV-driver vendor's
+own recovery tool, applied to every control set Select points to:
+
+- Start=4 (disabled) for the Xen PV services;
+- XENFILT and SCSIFILT taken out of every device class's Upper/LowerFilters
+  (a filter whose service is disabled stops the boot: 0x7B);
+- Services\\XEN\\ForceUnplug made to ask for nothing, so the emulated disks
+  and NICs are not unplugged;
+- on NT 6.2 and later, StartOverride cleared for the storage drivers, so
+  the drivers KVM's disks need are not demoted.
+
+Every edit keeps the hive's size (see regf.py).
+"""
+
+import io
+import struct
+
+import pyregf
+
+from glance_xen_import import exception
+from glance_xen_import.fixup import regf
+from glance_xen_import.inspect import drivers
+
+FILTERS = ('xenfilt', 'scsifilt')
+FILTER_VALUES = ('UpperFilters', 'LowerFilters')
+SELECT_VALUES = ('Current', 'Default', 'LastKnownGood')
+# Storage drivers whose StartOverride XenBootFix deletes, plus virtio's.
+STORAGE_SERVICES = ('stornvme', 'storahci', 'pciide', 'intelide', 'atapi',
+                    'viostor', 'vioscsi')
+
+
+def control_sets(hive):
+    """Names of the control sets Select points to, e.g. ControlSet001."""
+    select = hive.path('Select')
+    if select is None:
+        raise exception.GuestError('SYSTEM hive has no Select key')
+    names = []
+    for value_name in SELECT_VALUES:
+        value = hive.value(select, value_name)
+        if value is None or value.type != regf.REG_DWORD:
+            continue
+        number = struct.unpack('<I', hive.value_data(value))[0]
+        name = 'ControlSet%03d' % number
+        if number and name not in names and hive.path(name) is not None:
+            names.append(name)
+    if not names:
+        raise exception.GuestError('SYSTEM hive Select names no control set')
+    return names
+
+
+def _disable_services(hive, control_set, actions):
+    services = hive.path(control_set, 'Services')
+    if services is None:
+        return
+    for key in hive.subkeys(services):
+        name = hive.key_name(key)
+        if name.lower() not in drivers.ALL_XEN_SERVICES:
+            continue
+        start = hive.value(key, 'Start')
+        if (start is None or start.type != regf.REG_DWORD
+                or start.size != 4):
+            continue
+        if struct.unpack('<I', hive.value_data(start))[0] != 4:
+            hive.set_dword(start, 4)
+            actions.add('disabled:%s' % name.lower())
+
+
+def _remove_filters(hive, control_set, actions):
+    classes = hive.path(control_set, 'Control', 'Class')
+    if classes is None:
+        return
+    for key in hive.subkeys(classes):
+        for value_name in FILTER_VALUES:
+            value = hive.value(key, value_name)
+            if value is None or value.type != regf.REG_MULTI_SZ:
+                continue
+            entries = regf.multi_sz(hive.value_data(value))
+            kept = [e for e in entries if e.lower() not in FILTERS]
+            if kept == entries:
+                continue
+            if kept:
+                hive.shrink_data(value, regf.encode_multi_sz(kept))
+            else:
+                hive.delete_value(key, value)
+            for entry in entries:
+                if entry.lower() in FILTERS:
+                    actions.add('filter-removed:%s' % entry.lower())
+
+
+def _clear_force_unplug(hive, control_set, actions):
+    key = hive.path(control_set, 'Services', 'XEN', 'ForceUnplug')
+    if key is None:
+        return
+    for value in hive.values(key):
+        if value.type == regf.REG_DWORD and value.size == 4:
+            if hive.value_data(value) != bytes(4):
+                hive.set_dword(value, 0)
+                actions.add('forceunplug-cleared')
+        elif value.type in (regf.REG_MULTI_SZ, regf.REG_SZ,
+                            regf.REG_EXPAND_SZ, regf.REG_BINARY):
+            if regf.multi_sz(hive.value_data(value)):
+                empty = (b'' if value.type == regf.REG_BINARY
+                         else regf.encode_multi_sz([]))
+                hive.shrink_data(value, empty)
+                actions.add('forceunplug-cleared')
+
+
+def _clear_start_overrides(hive, control_set, actions):
+    services = hive.path(control_set, 'Services')
+    if services is None:
+        return
+    for name in STORAGE_SERVICES:
+        key = hive.path(name, 'StartOverride', base=services)
+        if key is None:
+            continue
+        for value in hive.values(key):
+            hive.delete_value(key, value)
+            actions.add('startoverride-cleared:%s' % name)
+
+
+def neutralise(hive, nt_version=None):
+    """Apply the edits to ``hive`` (a regf.Hive); return what was done.
+
+    :param nt_version: (major, minor) of Windows, or None when unknown; the
+        StartOverride step is for NT 6.2 and later only.
+    """
+    actions = set()
+    for control_set in control_sets(hive):
+        _disable_services(hive, control_set, actions)
+        _remove_filters(hive, control_set, actions)
+        _clear_force_unplug(hive, control_set, actions)
+        if nt_version is not None and tuple(nt_version) >= (6, 2):
+            _clear_start_overrides(hive, control_set, actions)
+    return sorted(actions)
+
+
+def verify(data, sets):
+    """Re-read the edited hive with libregf and check every edit held."""
+    hive_file = pyregf.file()
+    try:
+        hive_file.open_file_object(io.BytesIO(bytes(data)))
+        root = hive_file.get_root_key()
+        for control_set in sets:
+            base = root.get_sub_key_by_path(control_set)
+            services = base.get_sub_key_by_name('Services')
+            for key in (services.sub_keys if services is not None else []):
+                if key.name.lower() in drivers.ALL_XEN_SERVICES:
+                    start = key.get_value_by_name('Start')
+                    if start is not None and start.type == regf.REG_DWORD \
+                            and start.get_data_as_integer() != 4:
+                        raise exception.GuestError(
+                            'after the fixup %s\\%s is still enabled'
+                            % (control_set, key.name))
+            classes = base.get_sub_key_by_path('Control\\Class')
+            for key in (classes.sub_keys if classes is not None else []):
+                for value_name in FILTER_VALUES:
+                    value = key.get_value_by_name(value_name)
+                    if value is None or value.type != regf.REG_MULTI_SZ:
+                        continue
+                    left = [s for s in value.get_data_as_multi_string()
+                            if s.lower() in FILTERS]
+                    if left:
+                        raise exception.GuestError(
+                            'after the fixup class %s still lists %s'
+                            % (key.name, left[0]))
+    except OSError as exc:
+        raise exception.GuestError(
+            'the edited SYSTEM hive does not read back: %s' % exc)
+    finally:
+        hive_file.close()
