@@ -420,6 +420,28 @@ def test_gpt_disk_cut_short_is_refused(gpt_disk, cut):
         % (GPT_SIZE // SECTOR - 1, last))
 
 
+def test_gpt_disk_from_truncating_qemu_conversion_is_refused(
+        gpt_disk, tmp_path):
+    out = kit.qemu_convert_as_xapi_export(gpt_disk, tmp_path / 'out.raw')
+    size = os.path.getsize(out)
+    assert size < GPT_SIZE      # qemu-img really did cut the disk short
+    assert refusal(out) == (
+        'the backup GPT header belongs at LBA %d but the disk ends at LBA '
+        '%d: the end of the disk is missing (a truncated conversion)'
+        % (GPT_SIZE // SECTOR - 1, size // SECTOR - 1))
+
+
+def test_mbr_disk_from_truncating_qemu_conversion_is_refused(tmp_path):
+    path = build(str(tmp_path / 'mbr.raw'), 64 * MiB,
+                 'label: dos\np1 : start=2048, type=83\n', {1: 'ext4'})
+    assert layout_of(path).partitions[0].filesystem == 'ext4'
+    out = kit.qemu_convert_as_xapi_export(path, tmp_path / 'out.raw')
+    size = os.path.getsize(out)
+    assert size < 64 * MiB
+    assert refusal(out) == ('partition 1 ends at byte %d, past the end of '
+                            'the disk (%d bytes)' % (64 * MiB, size))
+
+
 def test_gpt_disk_grown_is_refused(gpt_disk):
     os.truncate(gpt_disk, GPT_SIZE + MiB)
     assert refusal(gpt_disk) == (
