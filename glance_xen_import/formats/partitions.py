@@ -38,7 +38,7 @@ Decisions:
   a converter's output with a broken primary or a missing backup is a failed
   conversion (the backup is what a short, CHS-truncated conversion loses).
 * A 0x55AA sector whose bytes are an NTFS or FAT boot sector is a whole-disk
-  filesystem, not an MBR (Linux and libblkid make the same call).
+  filesystem, not an MBR (libblkid's MBR prober makes the same call).
 * A disk must show some content. It is refused as "did not convert properly"
   when its table lists no partitions, or when no partition shows content. A
   partition shows content when it holds a filesystem named by
