@@ -196,10 +196,16 @@ def check_href(href):
         raise exception.InvalidPackage(
             'OVF href %r is a URL, not a file of the package' % href[:80])
     try:
-        return names.member_name(href)
+        name = names.member_name(href)
     except ValueError as exc:
         raise exception.InvalidPackage(
             'OVF href %r is %s, not a file of the package' % (href[:80], exc))
+    # An OVA keeps its files side by side (DSP0243 5.3): a name with a
+    # directory in it is a path, whatever it resolves to.
+    if '/' in name or '/' in href:
+        raise exception.InvalidPackage(
+            'OVF href %r is a path, not a file of the package' % href[:80])
+    return name
 
 
 def _virtual_systems(envelope):

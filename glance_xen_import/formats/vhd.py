@@ -232,11 +232,13 @@ def decode(stream, sink, member_size=None,
                          on_metadata)
 
 
-def _split_tail(tail):
-    """Split the bytes after the last data into (padding, footer)."""
-    # Virtual PC before 2004 wrote 511-byte footers (spec, "Hard Disk
-    # Footer Format"); the file length then ends in 511 modulo 512.
-    if len(tail) % SECTOR == SECTOR - 1:
+def _split_tail(tail, total):
+    """Split the last bytes of a file of ``total`` bytes into (data, footer).
+
+    Virtual PC before 2004 wrote 511-byte footers (spec, "Hard Disk
+    Footer Format"); such a file's length is 511 modulo 512.
+    """
+    if total % SECTOR == SECTOR - 1:
         return tail[:-(SECTOR - 1)], tail[-(SECTOR - 1):] + b'\x00'
     return tail[:-FOOTER_SIZE], tail[-FOOTER_SIZE:]
 
@@ -272,7 +274,7 @@ def _copy_fixed_known(cursor, head, sink, data_size, max_virtual_size):
     tail = pending + cursor.read(FOOTER_SIZE)
     if cursor.read(1):
         raise exception.InvalidDisk('VHD has bytes after its footer')
-    return _finish_fixed(tail, data_size, max_virtual_size)
+    return _finish_fixed(tail, offset + len(tail), max_virtual_size)
 
 
 def _copy_fixed_unknown(cursor, head, sink, max_virtual_size):
@@ -294,16 +296,22 @@ def _copy_fixed_unknown(cursor, head, sink, max_virtual_size):
             sink.write_at(offset, memoryview(held)[:ready])
             offset += ready
             held = held[ready:]
-    pad, _footer = _split_tail(held)
-    if pad:
-        sink.write_at(offset, pad)
-    return _finish_fixed(held, offset + len(pad), max_virtual_size)
+    total = offset + len(held)
+    data, _footer = _split_tail(held, total)
+    if data:
+        sink.write_at(offset, data)
+    return _finish_fixed(held, total, max_virtual_size)
 
 
-def _finish_fixed(tail, data_size, max_virtual_size):
+def _finish_fixed(tail, total, max_virtual_size):
+    """Check the footer that ends a fixed VHD of ``total`` bytes."""
     if len(tail) < SECTOR - 1:
         raise exception.InvalidDisk('VHD is truncated: no footer at its end')
-    _pad, raw = _split_tail(tail)
+    _data, raw = _split_tail(tail, total)
+    if len(raw) != FOOTER_SIZE:
+        raise exception.InvalidDisk('VHD is truncated: no footer at its end')
+    data_size = total - (SECTOR - 1 if total % SECTOR == SECTOR - 1
+                         else FOOTER_SIZE)
     footer = Footer.parse(raw, 'footer')
     if footer.disk_type != TYPE_FIXED:
         raise exception.InvalidDisk(
