@@ -18,7 +18,9 @@ SHA1), with CRLF line ends. Names are matched against tar member names.
 """
 
 import hashlib
+import queue
 import re
+import threading
 
 from glance_xen_import import exception
 from glance_xen_import.formats import names
@@ -69,17 +71,52 @@ def parse(data):
 
 
 class HashingReader(object):
-    """Pass reads through while computing the digests a manifest may ask."""
+    """Pass reads through while computing the digests a manifest may ask.
+
+    Digesting runs on a helper thread (hashlib lets go of the GIL for large
+    buffers), so it overlaps with decoding and writing instead of adding to
+    them. The queue between the two is bounded, and so is the memory.
+    """
+
+    # Chunks waiting to be hashed; each is at most one read of the caller.
+    QUEUE_DEPTH = 4
 
     def __init__(self, stream, algorithms=('sha1', 'sha256')):
         self._stream = stream
         self._hashes = {a: hashlib.new(a) for a in algorithms}
+        self._queue = queue.Queue(self.QUEUE_DEPTH)
+        self._thread = None
+        self._finished = False
+
+    def _worker(self):
+        hashes = list(self._hashes.values())
+        while True:
+            data = self._queue.get()
+            if data is None:
+                return
+            for digest in hashes:
+                digest.update(data)
 
     def read(self, size=-1):
         data = self._stream.read(size)
-        for digest in self._hashes.values():
-            digest.update(data)
+        if data:
+            if self._finished:
+                raise exception.XenImportError(
+                    'internal error: data read after its digest was taken')
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._worker, name='manifest-digest', daemon=True)
+                self._thread.start()
+            self._queue.put(data)
         return data
 
+    def close(self):
+        """Stop the helper thread; the digests are final afterwards."""
+        if self._thread is not None and not self._finished:
+            self._queue.put(None)
+            self._thread.join()
+        self._finished = True
+
     def hexdigest(self, algorithm):
+        self.close()
         return self._hashes[algorithm].hexdigest()

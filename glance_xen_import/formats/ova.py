@@ -163,6 +163,11 @@ class _Digests(object):
                 'manifest %s digest of %s does not match: the package is '
                 'damaged or altered' % (algorithm.upper(), name))
 
+    def close(self):
+        """Stop the digest threads of members not yet checked."""
+        for _name, reader in self._pending:
+            reader.close()
+
     def check_read(self):
         """Check the members read so far, once the manifest is known."""
         if self.entries is None:
@@ -216,6 +221,14 @@ def read_package(stream, convert_disk, manifest_policy, on_descriptor=None):
     """
     members = _Members(stream)
     digests = _Digests(manifest_policy)
+    try:
+        return _read_members(members, digests, on_descriptor,
+                             convert_disk)
+    finally:
+        digests.close()
+
+
+def _read_members(members, digests, on_descriptor, convert_disk):
     ovf_name, descriptor = _read_descriptor(members, digests)
     if on_descriptor is not None:
         on_descriptor(descriptor)
