@@ -1,0 +1,202 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""What inspection found in a guest, as plain data.
+
+Facts only: deciding what they mean for the image (properties, whether a
+fixup is needed) is policy.py's job, so a fixup can change the disk, run
+inspection again and hand the new facts to the same policy.
+"""
+
+import dataclasses
+import typing
+
+
+@dataclasses.dataclass
+class ServiceState:
+    """A Windows service key (SYSTEM\\ControlSetNNN\\Services\\<name>)."""
+    name: str
+    start: typing.Optional[int] = None
+    type: typing.Optional[int] = None
+
+    @property
+    def enabled(self):
+        # 4 is SERVICE_DISABLED; a key without Start does not load.
+        return self.start is not None and self.start != 4
+
+
+@dataclasses.dataclass
+class ClassFilter:
+    """A Xen driver named in a device class's Upper/LowerFilters."""
+    class_guid: str
+    value: str
+    driver: str
+
+
+@dataclasses.dataclass
+class DriverPackage:
+    """A published third-party driver (\\Windows\\inf\\oemN.inf)."""
+    inf: str
+    provider: typing.Optional[str] = None
+    class_name: typing.Optional[str] = None
+    catalog: typing.Optional[str] = None
+    family: typing.Optional[str] = None
+
+
+@dataclasses.dataclass
+class VirtioDriver:
+    """What the registry and driver store say about one virtio driver."""
+    name: str
+    service: typing.Optional[ServiceState] = None
+    start_override: typing.Optional[int] = None
+    device_ids: typing.List[str] = dataclasses.field(default_factory=list)
+    staged: bool = False
+    boot_ready: bool = False
+
+
+@dataclasses.dataclass
+class BcdDevice:
+    """One device element of a BCD object, compared with the disk."""
+    object_id: str
+    element: str
+    device_type: str
+    style: typing.Optional[str] = None
+    partition: typing.Optional[str] = None
+    disk: typing.Optional[str] = None
+    checked: bool = False
+    matches: typing.Optional[bool] = None
+
+
+@dataclasses.dataclass
+class BcdStore:
+    location: str
+    devices: typing.List[BcdDevice] = dataclasses.field(default_factory=list)
+    dirty: bool = False
+
+    @property
+    def mismatch(self):
+        return any(d.checked and d.matches is False for d in self.devices)
+
+
+@dataclasses.dataclass
+class WindowsFacts:
+    location: str
+    systemroot: str
+    product_name: typing.Optional[str] = None
+    current_version: typing.Optional[str] = None
+    major_version: typing.Optional[int] = None
+    minor_version: typing.Optional[int] = None
+    build: typing.Optional[str] = None
+    installation_type: typing.Optional[str] = None
+    edition: typing.Optional[str] = None
+    architecture: typing.Optional[str] = None
+    control_set: typing.Optional[str] = None
+    xen_services: typing.List[ServiceState] = dataclasses.field(
+        default_factory=list)
+    xen_filters: typing.List[ClassFilter] = dataclasses.field(
+        default_factory=list)
+    xen_force_unplug: bool = False
+    xen_products: typing.List[str] = dataclasses.field(default_factory=list)
+    driver_packages: typing.List[DriverPackage] = dataclasses.field(
+        default_factory=list)
+    virtio: typing.Dict[str, VirtioDriver] = dataclasses.field(
+        default_factory=dict)
+    dirty_hives: typing.List[str] = dataclasses.field(default_factory=list)
+    hibernated: bool = False
+    hiberfile_signature: typing.Optional[str] = None
+    bcd: typing.List[BcdStore] = dataclasses.field(default_factory=list)
+
+    @property
+    def version(self):
+        if self.major_version is None:
+            return None
+        return '%d.%d' % (self.major_version, self.minor_version or 0)
+
+    @property
+    def enabled_xen_services(self):
+        return sorted({s.name.lower() for s in self.xen_services
+                       if s.enabled})
+
+    @property
+    def bcd_mismatch(self):
+        return any(store.mismatch for store in self.bcd)
+
+    def virtio_boot_ready(self, name):
+        driver = self.virtio.get(name)
+        return driver is not None and driver.boot_ready
+
+    def virtio_available(self, name):
+        driver = self.virtio.get(name)
+        if driver is None:
+            return False
+        return driver.staged or (driver.service is not None and
+                                 driver.service.enabled)
+
+
+@dataclasses.dataclass
+class Kernel:
+    name: str
+    pv_only: bool = False
+    evidence: typing.Optional[str] = None
+
+
+@dataclasses.dataclass
+class LinuxFacts:
+    location: str
+    release_file: typing.Optional[str] = None
+    os_release: typing.Dict[str, str] = dataclasses.field(
+        default_factory=dict)
+    release_text: typing.Optional[str] = None
+    files_read: typing.List[str] = dataclasses.field(default_factory=list)
+    xvd_references: typing.List[str] = dataclasses.field(
+        default_factory=list)
+    xen_console: typing.List[str] = dataclasses.field(default_factory=list)
+    kernels: typing.List[Kernel] = dataclasses.field(default_factory=list)
+    boot_location: typing.Optional[str] = None
+
+    @property
+    def pv_only_kernel(self):
+        return bool(self.kernels) and all(k.pv_only for k in self.kernels)
+
+
+@dataclasses.dataclass
+class VolumeInfo:
+    location: str
+    kind: str
+
+
+@dataclasses.dataclass
+class GuestFacts:
+    os_type: typing.Optional[str] = None
+    distro: typing.Optional[str] = None
+    version: typing.Optional[str] = None
+    product_name: typing.Optional[str] = None
+    architecture: typing.Optional[str] = None
+    windows: typing.Optional[WindowsFacts] = None
+    linux: typing.Optional[LinuxFacts] = None
+    volumes: typing.List[VolumeInfo] = dataclasses.field(default_factory=list)
+    efi_loaders: typing.List[str] = dataclasses.field(default_factory=list)
+    boot_code: typing.Optional[bool] = None
+    pv_guest: bool = False
+    notes: typing.List[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self):
+        """JSON-serialisable form for the CLI and task reports."""
+        data = dataclasses.asdict(self)
+        if self.windows is not None:
+            data['windows']['version'] = self.windows.version
+            data['windows']['bcd_mismatch'] = self.windows.bcd_mismatch
+            data['windows']['enabled_xen_services'] = (
+                self.windows.enabled_xen_services)
+        if self.linux is not None:
+            data['linux']['pv_only_kernel'] = self.linux.pv_only_kernel
+        return data

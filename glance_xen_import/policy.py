@@ -1,0 +1,203 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Guest facts -> Glance image properties.
+
+The disk bus follows what the guest can boot from, as virt-v2v decides
+it for its OpenStack output: a boot-ready virtio-scsi driver, else a
+boot-ready virtio-blk driver, else IDE (on the i440fx 'pc' machine, as
+q35 has no IDE bus). Linux guests and guests nobody recognised get the
+operator's default. The xen_import_* properties say whether the guest
+still carries something that stops it booting or working on KVM.
+"""
+
+from glance_xen_import import options as options_mod
+
+# Driver service types that are kernel code (SERVICE_KERNEL_DRIVER,
+# SERVICE_FILE_SYSTEM_DRIVER); user-mode agents do not stop a boot.
+_KERNEL_DRIVER_TYPES = (1, 2)
+
+
+def _windows(guest):
+    return guest.windows if guest is not None else None
+
+
+def _linux(guest):
+    return guest.linux if guest is not None else None
+
+
+def _vioscsi_ready(guest, opts):
+    win = _windows(guest)
+    return win is not None and win.virtio_boot_ready('vioscsi')
+
+
+def _viostor_ready(guest, opts):
+    win = _windows(guest)
+    return win is not None and win.virtio_boot_ready('viostor')
+
+
+def _is_windows(guest, opts):
+    return guest is not None and guest.os_type == 'windows'
+
+
+def _anything(guest, opts):
+    return True
+
+
+# The disk bus table: the first row whose test holds decides
+# (hw_disk_bus, hw_scsi_model). A callable value reads the options.
+DISK_BUS_TABLE = (
+    (_vioscsi_ready, ('scsi', 'virtio-scsi')),
+    (_viostor_ready, ('virtio', None)),
+    (_is_windows, ('ide', None)),
+    (_anything, (lambda opts: opts.default_disk_bus,
+                 lambda opts: opts.default_scsi_model)),
+)
+
+
+def _enabled_xen_drivers(win):
+    return [s for s in win.xen_services if s.enabled and
+            (s.type is None or s.type in _KERNEL_DRIVER_TYPES)]
+
+
+def firmware_type(guest, layout):
+    """uefi for a GPT disk whose ESP holds an EFI boot loader."""
+    if getattr(layout, 'scheme', None) != 'gpt' or guest is None:
+        return 'bios'
+    return 'uefi' if guest.efi_loaders else 'bios'
+
+
+def _xen_pv_drivers(guest, layout):
+    win = _windows(guest)
+    return bool(win and _enabled_xen_drivers(win))
+
+
+def _xen_class_filters(guest, layout):
+    win = _windows(guest)
+    return bool(win and win.xen_filters)
+
+
+def _bcd_mismatch(guest, layout):
+    win = _windows(guest)
+    return bool(win and win.bcd_mismatch)
+
+
+def _dirty_hive(guest, layout):
+    win = _windows(guest)
+    return bool(win and win.dirty_hives)
+
+
+def _hibernated(guest, layout):
+    win = _windows(guest)
+    return bool(win and win.hibernated)
+
+
+def _xvd_device_names(guest, layout):
+    linux = _linux(guest)
+    return bool(linux and linux.xvd_references)
+
+
+def _xen_console(guest, layout):
+    linux = _linux(guest)
+    return bool(linux and linux.xen_console)
+
+
+def _pv_only_kernel(guest, layout):
+    linux = _linux(guest)
+    return bool(linux and linux.pv_only_kernel)
+
+
+def _xen_pv_guest(guest, layout):
+    return bool(guest is not None and guest.pv_guest)
+
+
+def _no_boot_code(guest, layout):
+    # A BIOS boot needs code in the MBR; Xen PV guests (pygrub) never
+    # had any. Only said of a disk with an operating system on it.
+    if guest is None or not guest.os_type or guest.boot_code is not False:
+        return False
+    return firmware_type(guest, layout) == 'bios'
+
+
+# Why a guest needs fixing before it boots (or works) on KVM: the short
+# code reported in xen_import_fixup_reasons, and its test.
+FIXUP_REASONS = (
+    ('xen-pv-drivers', _xen_pv_drivers),
+    ('xen-class-filters', _xen_class_filters),
+    ('bcd-mismatch', _bcd_mismatch),
+    ('dirty-hive', _dirty_hive),
+    ('hibernated', _hibernated),
+    ('xvd-device-names', _xvd_device_names),
+    ('xen-console', _xen_console),
+    ('pv-only-kernel', _pv_only_kernel),
+    ('xen-pv-guest', _xen_pv_guest),
+    ('no-boot-code', _no_boot_code),
+)
+
+
+def fixup_reasons(guest, layout):
+    return [code for code, test in FIXUP_REASONS if test(guest, layout)]
+
+
+def _disk_bus(guest, opts):
+    for test, (bus, model) in DISK_BUS_TABLE:
+        if test(guest, opts):
+            bus = bus(opts) if callable(bus) else bus
+            model = model(opts) if callable(model) else model
+            return bus, model
+    raise AssertionError('the disk bus table has a catch-all row')
+
+
+def _vif_model(guest):
+    if guest is None or guest.os_type is None:
+        return 'e1000'
+    if guest.os_type == 'windows':
+        return 'virtio' if guest.windows.virtio_available('netkvm') else (
+            'e1000')
+    return 'virtio'
+
+
+def decide(guest, layout, package, source, opts):
+    """The Glance image properties (all values strings) for a guest.
+
+    guest is inspect.GuestFacts (or None when inspection did not run),
+    layout the formats.partitions.DiskLayout, package the OVF package
+    info, source the pipeline's description of the input (kept as
+    xen_import_source), opts an options.Options.
+    """
+    opts = opts if opts is not None else options_mod.Options()
+    properties = {}
+    if guest is not None and guest.os_type:
+        properties['os_type'] = guest.os_type
+        if guest.distro:
+            properties['os_distro'] = guest.distro
+        if guest.version:
+            properties['os_version'] = guest.version
+    bus, model = _disk_bus(guest, opts)
+    properties['hw_disk_bus'] = bus
+    if bus == 'scsi' and model:
+        properties['hw_scsi_model'] = model
+    if bus == 'ide':
+        properties['hw_machine_type'] = 'pc'
+    properties['hw_vif_model'] = _vif_model(guest)
+    properties['hw_firmware_type'] = firmware_type(guest, layout)
+    reasons = fixup_reasons(guest, layout)
+    properties['xen_import_fixup_required'] = 'true' if reasons else 'false'
+    if reasons:
+        properties['xen_import_fixup_reasons'] = ','.join(reasons)
+    win = _windows(guest)
+    if win is not None and win.enabled_xen_services:
+        properties['xen_import_xen_drivers'] = ','.join(
+            win.enabled_xen_services)
+    if source:
+        properties['xen_import_source'] = source
+    return properties
