@@ -67,8 +67,9 @@ def needs_windows_fixup(guest):
     win = getattr(guest, 'windows', None)
     if win is None:
         return False
-    return bool(win.enabled_xen_services or win.xen_filters
-                or win.xen_force_unplug)
+    # ForceUnplug is read by xenbus/xenfilt: with them disabled and out of
+    # the filter lists it asks nothing of anybody, so alone it needs no fix.
+    return bool(win.enabled_xen_services or win.xen_filters)
 
 
 def apply_windows_fixup(image_path, layout, guest):
@@ -77,6 +78,8 @@ def apply_windows_fixup(image_path, layout, guest):
     :returns: a FixupResult; nothing on the disk changes when it says
         ``skipped``.
     """
+    if not needs_windows_fixup(guest):
+        return FixupResult()
     win = guest.windows
     reason = _unsafe_reason(win)
     if reason:
