@@ -13,7 +13,8 @@
 """The one place that strings the steps together.
 
     OVA stream -> package reader -> VHD decoder -> sparse RAW
-               -> partition check -> guest inspection -> properties
+               -> partition check -> guest inspection
+               -> [Windows fixup -> inspection again] -> properties
 
 The Glance plugin and the CLI both call :func:`convert`.
 """
@@ -22,6 +23,7 @@ import contextlib
 import os
 
 from glance_xen_import import exception
+from glance_xen_import import fixup
 from glance_xen_import.formats import ova
 from glance_xen_import.formats import partitions
 from glance_xen_import.formats import raw
@@ -145,13 +147,41 @@ def convert(source, dest_path, opts=None, progress=None):
         raise
 
 
+def _fix_windows(dest_path, layout, guest, package_info, opts):
+    """Apply the Windows fixup when allowed; return (guest, result)."""
+    if (opts.windows_fixup != options_mod.FIXUP_AUTO
+            or not fixup.needs_windows_fixup(guest)):
+        return guest, None
+    result = fixup.apply_windows_fixup(dest_path, layout, guest)
+    if result.applied:
+        # Decide the properties from the registry as it is now.
+        guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
+    return guest, result
+
+
+def _fixup_properties(properties, result):
+    if result is None:
+        return
+    if result.applied:
+        properties['xen_import_fixups_applied'] = ','.join(result.applied)
+    if result.skipped:
+        reasons = [r for r in properties.get(
+            'xen_import_fixup_reasons', '').split(',') if r]
+        if result.skipped not in reasons:
+            reasons.append(result.skipped)
+        properties['xen_import_fixup_reasons'] = ','.join(reasons)
+        properties['xen_import_fixup_required'] = 'true'
+
+
 def _analyse(dest_path, package, info, allocated, opts):
     with open(dest_path, 'rb') as image:
         layout = partitions.read_layout(image, info.current_size)
     package_info = report_mod.PackageInfo.from_package(package)
     guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
+    guest, fixed = _fix_windows(dest_path, layout, guest, package_info, opts)
     properties = policy.decide(guest, layout, package_info, info.source_tag,
                                opts)
+    _fixup_properties(properties, fixed)
     if package.skipped_disks:
         properties['xen_import_skipped_disks'] = ','.join(
             '%s:%s' % (d.href, d.capacity if d.capacity is not None else '?')
@@ -160,4 +190,4 @@ def _analyse(dest_path, package, info, allocated, opts):
         virtual_size=info.current_size, allocated_bytes=allocated,
         source=info.source_tag, package=package_info, disk=package.disk,
         other_disks=list(package.skipped_disks), vhd=info, layout=layout,
-        guest=guest, properties=properties)
+        guest=guest, fixup=fixed, properties=properties)

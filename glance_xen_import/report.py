@@ -52,6 +52,7 @@ class Report:
     vhd: object                # formats.vhd.VhdInfo
     layout: object             # formats.partitions.DiskLayout
     guest: object = None       # inspect facts
+    fixup: object = None       # fixup.FixupResult when a fixup ran
     properties: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -76,5 +77,6 @@ class Report:
             'vhd': plain(self.vhd),
             'layout': plain(self.layout),
             'guest': plain(self.guest),
+            'fixup': plain(self.fixup),
             'properties': dict(self.properties),
         }
