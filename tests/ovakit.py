@@ -1226,3 +1226,97 @@ class Corpus(object):
         else:
             xen_vhd(src, path, kind)
         return path
+
+
+# --------------------------------------------------------------------------
+# Mutations for property-based tests
+
+INTERESTING_U32 = (0, 1, 2, 3, 4, 0x1FF, 0x200, 0x201, 0x1000, 0x200000,
+                   0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF)
+INTERESTING_U64 = INTERESTING_U32 + (2 ** 32, 2 ** 40, 2 ** 41, 2 ** 63,
+                                     2 ** 64 - 512, 2 ** 64 - 1)
+
+
+def vhd_field_offsets(data):
+    """(offset, width) of the fields a VHD reader trusts, for mutation.
+
+    Footer copy, dynamic header (at 512, where qemu puts it), trailing
+    footer and the first BAT entries.
+    """
+    size = len(data)
+    fields = []
+    footer = [(16, 8), (12, 4), (48, 8), (40, 8), (60, 4), (28, 4)]
+    for base in (0, size - SECTOR):
+        fields += [(base + off, width) for off, width in footer]
+    fields += [(512 + off, width) for off, width in
+               [(16, 8), (24, 4), (28, 4), (32, 4), (8, 8)]]
+    table = struct.unpack_from('>Q', data, 512 + 16)[0] if size > 1536 else 0
+    if 0 < table < size - 64:
+        fields += [(table + 4 * i, 4) for i in range(16)]
+    return [(off, width) for off, width in fields if 0 <= off < size]
+
+
+def apply_vhd_mutation(data, ops, reseal, cut=None, extra=b''):
+    """Apply mutation ``ops`` to VHD bytes; optionally fix the checksums.
+
+    ops: ('xor', offset, byte) or ('set', offset, width, value). With
+    ``reseal`` the footer copy, the trailing footer and the header at the
+    copy's data_offset get valid checksums again, so the mutation reaches
+    the checks behind them. ``cut`` truncates, ``extra`` is appended.
+    """
+    buf = bytearray(data)
+    for op in ops:
+        if op[0] == 'xor':
+            _, offset, byte = op
+            if offset < len(buf):
+                buf[offset] ^= byte
+        else:
+            _, offset, width, value = op
+            if offset + width <= len(buf):
+                buf[offset:offset + width] = (value % (1 << (8 * width))
+                                              ).to_bytes(width, 'big')
+    if reseal and len(buf) >= 2 * SECTOR:
+        for base in (0, len(buf) - SECTOR):
+            footer = buf[base:base + SECTOR]
+            seal_footer(footer)
+            buf[base:base + SECTOR] = footer
+        offset = struct.unpack_from('>Q', buf, 16)[0]
+        if offset + 1024 <= len(buf) - SECTOR:
+            header = buf[offset:offset + 1024]
+            seal_header(header)
+            buf[offset:offset + 1024] = header
+    if cut is not None:
+        del buf[cut:]
+    return bytes(buf) + extra
+
+
+def vhd_mutations(data):
+    """A hypothesis strategy of apply_vhd_mutation arguments for ``data``.
+
+    Offsets are biased towards the metadata a reader must distrust.
+    """
+    from hypothesis import strategies as st
+
+    size = len(data)
+    fields = vhd_field_offsets(data)
+    anywhere = st.one_of(st.integers(0, min(size, 4096) - 1),
+                         st.integers(max(0, size - SECTOR), size - 1),
+                         st.integers(0, size - 1))
+    xor = st.tuples(st.just('xor'), anywhere, st.integers(1, 255))
+
+    def field_op(field):
+        offset, width = field
+        pool = INTERESTING_U64 if width == 8 else INTERESTING_U32
+        value = st.one_of(st.sampled_from(pool),
+                          st.integers(0, (1 << (8 * width)) - 1))
+        return st.tuples(st.just('set'), st.just(offset), st.just(width),
+                         value)
+
+    setter = st.sampled_from(fields).flatmap(field_op)
+    return st.fixed_dictionaries({
+        'ops': st.lists(st.one_of(xor, setter), min_size=1, max_size=6),
+        'reseal': st.booleans(),
+        'cut': st.one_of(st.none(), st.integers(0, size),
+                         st.integers(max(0, size - 4096), size)),
+        'extra': st.one_of(st.just(b''), st.binary(max_size=1024)),
+    })

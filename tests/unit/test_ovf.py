@@ -352,3 +352,21 @@ def test_glance_sample_disk_is_vmdk():
         data = tar.extractfile('ganeti.ovf').read()
     d = ovf.parse(data)
     assert d.disks and not d.disks[0].is_vhd
+
+
+@pytest.mark.parametrize('old,new', [
+    (b'ovf:capacity="10485760"', 'ovf:capacity="\u00b2"'),
+    (b'ovf:capacity="10485760"', 'ovf:capacity="\u0663"'),
+    (b'<rasd:AddressOnParent>0<', '<rasd:AddressOnParent>\u00b2<'),
+    (b'ovf:id="0"', 'ovf:id="\u00b2"'),
+], ids=['capacity-superscript', 'capacity-arabic-indic', 'address', 'os-id'])
+def test_non_ascii_digits(old, new):
+    # str.isdigit() is true for these; int() rejects or reinterprets them.
+    # Found by test_fuzz_package.
+    data = sample().replace(old, new.encode())
+    try:
+        d = ovf.parse(data)
+    except exception.InvalidPackage:
+        return
+    assert d.disks[0].capacity in (None, 10485760)
+    assert d.disks[0].address_on_parent in (None, 0)
