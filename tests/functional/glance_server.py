@@ -102,6 +102,22 @@ def image_id(output):
     raise GlanceError('no image id in glance output:\n%s' % output)
 
 
+def table_value(output, name):
+    """A property's value from the CLI's table, its wrapped lines joined."""
+    value, inside = [], False
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip('|').split('|')]
+        if len(cells) != 2:
+            continue
+        if cells[0]:
+            inside = cells[0] == name
+        if inside:
+            value.append(cells[1])
+    if not value:
+        raise GlanceError('no %s in glance output:\n%s' % (name, output))
+    return ''.join(value)
+
+
 def _listening_socket():
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -268,6 +284,7 @@ class GlanceServer(object):
                 '--timeout', '600', '--graceful-timeout', '10',
                 '--error-logfile', self.gunicorn_log,
                 '--chdir', REPO_ROOT,
+                '--config', 'python:tests.functional.gunicorn_conf',
                 'glance.wsgi.api:application']
         log = open(self.gunicorn_log + '.out', 'ab')
         try:
