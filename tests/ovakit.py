@@ -432,7 +432,10 @@ class DynamicVhd:
     @classmethod
     def load(cls, path):
         with open(path, 'rb') as f:
-            data = f.read()
+            return cls.load_bytes(f.read())
+
+    @classmethod
+    def load_bytes(cls, data):
         footer = bytearray(data[-SECTOR:])
         data_offset = get_field(footer, FOOTER_FIELDS, 'data_offset')
         header = bytearray(data[data_offset:data_offset + 1024])
@@ -446,7 +449,9 @@ class DynamicVhd:
             if entry != 0xFFFFFFFF:
                 start = entry * SECTOR
                 blocks[index] = data[start:start + span]
-        return cls(footer, header, blocks)
+        disk = cls(footer, header, blocks)
+        disk.bat = list(bat)
+        return disk
 
     def write(self, path, order='ascending', table_offset=1536,
               max_table_entries=None, batmap=False, batmap_encrypted=False,
