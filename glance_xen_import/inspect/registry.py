@@ -142,7 +142,7 @@ def decode_dword(raw):
         return None
     if kind == REG_DWORD_BIG_ENDIAN:
         return struct.unpack('>I', data[:4])[0]
-    if kind in (REG_DWORD, REG_BINARY, REG_QWORD) or len(data) == 4:
+    if kind in (REG_DWORD, REG_BINARY, REG_QWORD):
         return struct.unpack('<I', data[:4])[0]
     return None
 
