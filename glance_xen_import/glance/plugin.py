@@ -24,6 +24,8 @@ the import arrived as ``xen-ova`` (see ``middleware``); any other image
 passes through unchanged.
 """
 
+import dataclasses
+
 from oslo_config import cfg
 from taskflow.patterns import linear_flow as lf
 
@@ -35,6 +37,23 @@ CONF = cfg.CONF
 # Glance parses its configuration files before it loads plugins; options
 # registered afterwards still read their values from those files.
 conf.register_opts(CONF)
+
+
+def pipeline_options():
+    """The ``[xen_ova]`` options, bounded by Glance's image_size_cap.
+
+    The RAW is the image Glance stores, so a disk whose virtual size is
+    over the cap is refused as soon as the VHD metadata is read, with a
+    reason, instead of after the conversion with Glance's generic error.
+    """
+    opts = conf.pipeline_options(CONF)
+    try:
+        cap = CONF.image_size_cap
+    except cfg.NoSuchOptError:   # outside glance-api
+        cap = None
+    if cap and cap < opts.max_virtual_size:
+        opts = dataclasses.replace(opts, max_virtual_size=cap)
+    return opts
 
 
 def get_flow(**kwargs):
@@ -52,7 +71,7 @@ def get_flow(**kwargs):
     import_req = kwargs.get('import_req')
     stores = kwargs.get('backend', [None])
 
-    opts = conf.pipeline_options(CONF)
+    opts = pipeline_options()
     interval = CONF[conf.GROUP].progress_interval
     return lf.Flow(task_type).add(
         tasks.CaptureImage(task_id, task_type, action_wrapper, import_req,

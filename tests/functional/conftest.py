@@ -30,8 +30,9 @@ from tests import ovakit
 
 MiB = ovakit.MiB
 TOOLS = ('qemu-img', 'sfdisk', 'mkfs.ext4')
-# image_size_cap of the glance_capped server: above the OVAs, below RAWs.
-CAP = 16 * MiB
+# image_size_cap of the glance_faulty server: above the fixed disk (20 MiB)
+# and every OVA, below the dynamic disks (24 MiB).
+CAP = 22 * MiB
 
 
 def _require_environment():
@@ -150,12 +151,12 @@ def glance_multi(workdir, web_root):
 
 
 @pytest.fixture(scope='session')
-def glance_capped(workdir):
-    """image_size_cap above the OVAs' size, below their RAWs'.
+def glance_faulty(workdir):
+    """A server for failures: image_size_cap between the disks' sizes.
 
-    Staging works; the upload of the converted RAW to the store fails.
+    Tests may also break its store.
     """
-    server = _server(workdir, 'capped',
+    server = _server(workdir, 'faulty',
                      default_options={'image_size_cap': CAP})
     try:
         yield server

@@ -23,10 +23,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 
 import pytest
 
 from glance_xen_import import exception
+from glance_xen_import import options
 from glance_xen_import import pipeline
 from tests.functional import glance_server
 from tests import ovakit
@@ -333,27 +335,55 @@ def test_multi_store_refusal_marks_stores_failed(glance_multi, disks,
 
 # -- failure after the conversion ------------------------------------------
 
-def test_failure_after_conversion_restores_the_image(glance_capped, disks,
-                                                     tmp_path):
+def test_disk_over_image_size_cap_is_refused_early(glance_faulty, disks,
+                                                   tmp_path):
     disk = disks['dynamic']
-    cap = glance_capped.default_options['image_size_cap']
+    cap = glance_faulty.default_options['image_size_cap']
     assert os.path.getsize(disk.ova) < cap < disk.size
+    dest = str(tmp_path / 'capped.raw')
+    with pytest.raises(exception.XenImportError) as info:
+        pipeline.convert(disk.ova, dest,
+                         opts=options.Options(max_virtual_size=cap))
+    reason = str(info.value)
+    assert str(cap) in reason
+    image_id = create_via_import(glance_faulty, disk.ova,
+                                 '--container-format', 'ova',
+                                 '--disk-format', 'vhd')
+    assert_refused(glance_faulty, image_id, reason, {
+        'container_format': 'ova', 'disk_format': 'vhd'})
+
+
+def test_store_failure_after_conversion_restores_the_image(
+        glance_faulty, disks, tmp_path):
+    disk = disks['fixed']
+    assert disk.size < glance_faulty.default_options['image_size_cap']
+    # Writing into the store now fails (a file where its directory was),
+    # after the plugin has published the RAW.
+    store = glance_faulty.store_dirs()['file']
+    shutil.rmtree(store)
+    with open(store, 'w') as f:
+        f.write('not a directory')
+
     report = expected_report(disk.ova, tmp_path)
     assert report.properties, 'the pipeline reports no property to undo'
     # One property the report sets, given another value by the user.
     key = sorted(report.properties)[0]
-    image_id = create_via_import(glance_capped, disk.ova,
+    image_id = create_via_import(glance_faulty, disk.ova,
                                  '--container-format', 'ova',
                                  '--disk-format', 'vhd',
-                                 '--property', '%s=user-value' % key)
-    image, task = glance_capped.wait_for_import(image_id)
+                                 '--property', '%s=user-value' % key,
+                                 '--property', 'note=kept')
+    image, task = glance_faulty.wait_for_import(image_id)
     assert task['status'] == 'failure', task
+    with open(glance_faulty.log_file) as f:
+        assert '%s: RAW ready' % image_id in f.read()
     assert image['status'] == 'queued'
     assert (image['container_format'], image['disk_format']) == ('ova', 'vhd')
     assert image[key] == 'user-value'
+    assert image['note'] == 'kept'
     for other in set(report.properties) - {key}:
         assert other not in image, other
-    assert glance_capped.staged_files(image_id) == []
+    assert glance_faulty.staged_files(image_id) == []
 
 
 def test_conversion_is_logged(glance, disks, tmp_path):

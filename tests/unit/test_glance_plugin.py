@@ -23,6 +23,7 @@ import os
 import sys
 import types
 
+from oslo_config import cfg
 import pytest
 from taskflow import engines
 from taskflow.patterns import linear_flow as lf
@@ -287,6 +288,27 @@ def test_options_come_from_the_conf(monkeypatch, staging):
     finally:
         plugin.CONF.clear_override('manifest_policy', group='xen_ova')
     assert fake.calls[0][2].manifest_policy == 'require'
+
+
+def test_glance_image_size_cap_bounds_the_virtual_size(
+        monkeypatch, staging):
+    fake = FakePipeline()
+    use_pipeline(monkeypatch, fake)
+    default = plugin.CONF.xen_ova.max_virtual_size
+    registered = 'image_size_cap' in plugin.CONF
+    if not registered:
+        plugin.CONF.register_opt(cfg.IntOpt('image_size_cap'))
+    try:
+        plugin.CONF.set_override('image_size_cap', 5 * 1024 ** 3)
+        run(FakeWrapper(FakeImage()), staging)
+        plugin.CONF.set_override('image_size_cap', default * 2)
+        run(FakeWrapper(FakeImage()), staging)
+    finally:
+        plugin.CONF.clear_override('image_size_cap')
+        if not registered:
+            plugin.CONF.unregister_opt(cfg.IntOpt('image_size_cap'))
+    assert [call[2].max_virtual_size for call in fake.calls] == [
+        5 * 1024 ** 3, default]
 
 
 def test_marker_converts_any_container(monkeypatch, staging):
