@@ -24,6 +24,7 @@ Nothing here imports the product: the kit is shared by the unit tests, the
 functional tests and the benchmark. Sizes are in bytes throughout.
 """
 
+import bz2
 import collections
 import dataclasses
 import gzip
@@ -818,7 +819,8 @@ class OvaDisk:
             self.disk_id = str(uuid.uuid5(uuid.NAMESPACE_URL, self.path))
         if self.href is None:
             self.href = str(uuid.uuid5(uuid.NAMESPACE_DNS, self.path))
-            self.href += '.vhd.gz' if self.compression else '.vhd'
+            self.href += {None: '.vhd', 'bzip2': '.vhd.bz2'}.get(
+                self.compression and self.compression.lower(), '.vhd.gz')
         if self.capacity is None:
             self.capacity = footer_info(self.path)['current_size']
         if self.file_size is None:
@@ -1048,8 +1050,11 @@ def disk_members(disk, workdir):
     """The tar members holding ``disk`` (gzipped and/or chunked)."""
     path = disk.path
     if disk.compression:
+        # 'Gzip' (XenCenter), 'gzip' (DSP0243) or 'bzip2'.
+        opener = bz2.open if disk.compression.lower() == 'bzip2' else (
+            gzip.open)
         path = os.path.join(workdir, os.path.basename(disk.href))
-        with open(disk.path, 'rb') as src, gzip.open(path, 'wb') as dst:
+        with open(disk.path, 'rb') as src, opener(path, 'wb') as dst:
             shutil.copyfileobj(src, dst, MiB)
     size = os.path.getsize(path)
     if not disk.chunk_size:

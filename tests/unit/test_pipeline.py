@@ -104,12 +104,25 @@ def test_gzipped_ova(corpus, tmp_path):
     convert_ok(path, tmp_path, raw)
 
 
+@pytest.mark.parametrize('compression', ['Gzip', 'bzip2'])
 @pytest.mark.parametrize('kind', ['caml', 'qem2-fixed', 'reverse'])
-def test_gzip_member(corpus, tmp_path, kind):
-    disk = ovakit.OvaDisk(corpus.vhd(kind, 'gpt16'), compression='Gzip')
+def test_compressed_member(corpus, tmp_path, kind, compression):
+    disk = ovakit.OvaDisk(corpus.vhd(kind, 'gpt16'), compression=compression)
     path, raw = build(corpus, tmp_path, disks=[disk])
     report, _dest = convert_ok(path, tmp_path, raw)
-    assert report.disk.compression == 'gzip'
+    assert report.disk.compression == compression.lower()
+
+
+def test_compressed_member_corrupt(corpus, tmp_path):
+    disk = ovakit.OvaDisk(corpus.vhd('caml', 'gpt16'), compression='Gzip')
+    path, _raw = build(corpus, tmp_path, disks=[disk],
+                       manifest_algorithm=None)
+    with ovakit.tarfile.open(path) as tar:
+        member = tar.getmember(disk.href)
+    with open(path, 'r+b') as f:
+        f.seek(member.offset_data + member.size // 2)
+        f.write(b'\xde\xad\xbe\xef' * 8)
+    refused(path, tmp_path)
 
 
 @pytest.mark.parametrize('kind', ['caml', 'qem2-fixed'])
@@ -398,7 +411,7 @@ def test_data_after_disk_in_member(corpus, tmp_path):
 
 
 def test_insufficient_space(corpus, tmp_path, monkeypatch):
-    path, _raw = build(corpus, tmp_path)
+    path, _raw = build(corpus, tmp_path, order=manifest_to_end)
     real = os.statvfs
 
     class Small(object):
@@ -410,8 +423,28 @@ def test_insufficient_space(corpus, tmp_path, monkeypatch):
             self.f_bfree = 16
 
     monkeypatch.setattr(os, 'statvfs', lambda p: Small(real(p)))
-    message = refused(path, tmp_path, exception.InsufficientSpace)
+    done = []
+    message = refused(path, tmp_path, exception.InsufficientSpace,
+                      progress=lambda d, t: done.append(d))
     assert str(tmp_path) in message
+    # Refused once the VHD metadata is read, before its data.
+    with ovakit.tarfile.open(path) as tar:
+        disk = [m for m in tar.getmembers() if m.name.endswith('.vhd')][0]
+    assert max(done) < disk.offset_data + 64 * 1024
+
+
+@pytest.mark.parametrize('error', [KeyboardInterrupt, RuntimeError])
+def test_interrupted_conversion_leaves_nothing(corpus, tmp_path, error):
+    path, _raw = build(corpus, tmp_path)
+    dest = str(tmp_path / 'out.raw')
+
+    def progress(done, total):
+        if done > 2 * MiB:
+            raise error('stop')
+
+    with pytest.raises(error):
+        pipeline.convert(path, dest, progress=progress)
+    assert not os.path.exists(dest)
 
 
 # -- destination and source handling ------------------------------------------
@@ -429,6 +462,23 @@ def test_existing_destination_untouched(corpus, tmp_path):
 
 def test_missing_source(tmp_path):
     refused(str(tmp_path / 'nope.ova'), tmp_path)
+
+
+def test_directory_as_source(tmp_path):
+    refused(str(tmp_path), tmp_path)
+
+
+def test_signature_member_noted(corpus, tmp_path):
+    # XenCenter: .ovf, .mf, then .cert (covering the manifest), then disks.
+    def with_cert(members):
+        cert = ovakit.Member('Web server.cert', data=b'SHA256(Web server.mf)'
+                             b'= 00\r\n-----BEGIN CERTIFICATE-----\r\n')
+        return members[:2] + [cert] + members[2:]
+
+    path, raw = build(corpus, tmp_path, order=with_cert)
+    report, _dest = convert_ok(path, tmp_path, raw)
+    assert report.package.signed is True
+    assert report.manifest == 'verified'
 
 
 def test_destination_directory_missing(corpus, tmp_path):

@@ -113,6 +113,17 @@ def test_long_names():
         assert read_all(make_tar(members, fmt=fmt)) == members
 
 
+def test_pax_global_header_is_not_a_member():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT,
+                      pax_headers={'comment': 'made by a test'}) as tar:
+        for name, data in CONTENT.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert read_all(buf.getvalue()) == CONTENT
+
+
 def test_gnu_base256_size():
     # SharpZipLib, XenCenter's tar writer, writes sizes over 8 GiB in GNU
     # base-256; the encoding is legal for any size.

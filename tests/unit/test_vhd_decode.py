@@ -206,6 +206,20 @@ def test_bat_larger_than_needed(corpus, tmp_path):
     assert ovakit.first_difference(out, src.path) is None
 
 
+def test_header_and_bat_further_apart(corpus, tmp_path):
+    # The spec only requires data_offset and table_offset to be honoured:
+    # header at 1024 and BAT at 4096 leave unused sectors between.
+    src = corpus.raw('gpt16')
+    disk = ovakit.DynamicVhd.load(corpus.vhd('qem2-dynamic', 'gpt16'))
+    ovakit.set_field(disk.footer, ovakit.FOOTER_FIELDS, 'data_offset', 1024)
+    path = str(tmp_path / 'spread.vhd')
+    disk.write(path, table_offset=4096, gap_after_bat=8192)
+    assert ovakit.pyvhdi_first_difference(path, src.path) is None
+    out = str(tmp_path / 'out.raw')
+    decode_file(path, out)
+    assert ovakit.first_difference(out, src.path) is None
+
+
 def test_tap_without_batmap(corpus, tmp_path):
     # Older blktap files (v1.1) may have no batmap: the first block can
     # start right after the BAT.
