@@ -609,9 +609,21 @@ def make_differencing(src_vhd, dst_vhd, parent_path):
 # --------------------------------------------------------------------------
 # Independent readers and output checks
 
+def _pyvhdi():
+    """libvhdi's Python binding; in a test, skip when it is missing."""
+    try:
+        import pyvhdi
+    except ImportError:
+        import sys
+        if 'pytest' in sys.modules:
+            import pytest
+            pytest.skip('needs libvhdi-python (test-requirements.txt)')
+        raise
+    return pyvhdi
+
+
 def pyvhdi_size(vhd):
-    import pyvhdi
-    f = pyvhdi.file()
+    f = _pyvhdi().file()
     f.open(vhd)
     try:
         return f.media_size
@@ -625,8 +637,7 @@ def pyvhdi_first_difference(vhd, raw, chunk=1 * MiB):
     Returns None when the lengths and every byte agree, else a string
     naming the first difference.
     """
-    import pyvhdi
-    f = pyvhdi.file()
+    f = _pyvhdi().file()
     f.open(vhd)
     try:
         size = f.media_size
