@@ -87,13 +87,16 @@ class Hive:
         return keys
 
     def subkey_names(self, key):
-        names = []
-        for sub in self.subkeys(key):
-            try:
-                names.append(sub.get_name())
-            except _ERRORS:
-                continue
+        names = (self.name_of(sub) for sub in self.subkeys(key))
         return [name for name in names if name]
+
+    @staticmethod
+    def name_of(key):
+        """A key's name, '' when it cannot be read."""
+        try:
+            return key.get_name() or ''
+        except _ERRORS:
+            return ''
 
     def value_names(self, key):
         if key is None:

@@ -131,11 +131,7 @@ def _service(hive, services, name):
     key = hive.key(name, services)
     if key is None:
         return None
-    try:
-        real_name = key.get_name() or name
-    except (OSError, ValueError):
-        real_name = name
-    return facts.ServiceState(name=real_name,
+    return facts.ServiceState(name=hive.name_of(key) or name,
                               start=hive.dword(key, 'Start'),
                               type=hive.dword(key, 'Type'))
 
@@ -159,7 +155,7 @@ def _read_system(hive, drivers_hive, win, notes):
     win.xen_force_unplug = hive.key('XEN\\ForceUnplug', services) is not None
     classes = hive.key('Class', control)
     for class_key in hive.subkeys(classes):
-        class_guid = (class_key.get_name() or '').lower()
+        class_guid = hive.name_of(class_key).lower()
         for value in ('UpperFilters', 'LowerFilters'):
             for entry in hive.strings(class_key, value):
                 if entry.strip().lower() in drivers.ALL_XEN_SERVICES:
@@ -195,7 +191,7 @@ def _critical_device_ids(hive, control):
     found = {}
     database = hive.key('CriticalDeviceDatabase', control)
     for key in hive.subkeys(database):
-        name = key.get_name() or ''
+        name = hive.name_of(key)
         driver = drivers.virtio_driver_for_pci_id(name)
         service = (hive.string(key, 'Service') or '').lower()
         if driver and service == driver:
