@@ -113,6 +113,30 @@ def test_compressed_member(corpus, tmp_path, kind, compression):
     assert report.disk.compression == compression.lower()
 
 
+@pytest.mark.parametrize('module', ['gzip', 'bz2'])
+def test_multistream_compressed_member(corpus, tmp_path, module):
+    # pigz/pbzip2 and `cat a.gz b.gz` write several streams in a row; the
+    # RFC 1952 reader takes them as one.
+    import bz2
+    import gzip
+    compress = {'gzip': gzip.compress, 'bz2': bz2.compress}[module]
+    vhd = corpus.vhd('caml', 'gpt16')
+    with open(vhd, 'rb') as f:
+        body = f.read()
+    packed = str(tmp_path / 'packed')
+    with open(packed, 'wb') as f:
+        for start in range(0, len(body), 3 * MiB):
+            f.write(compress(body[start:start + 3 * MiB]))
+    disk = ovakit.OvaDisk(vhd, compression={'gzip': 'Gzip',
+                                            'bz2': 'bzip2'}[module],
+                          capacity=corpus.raw('gpt16').size)
+    members = [ovakit.Member(disk.href, path=packed)]
+    path, raw = build(corpus, tmp_path, disks=[disk],
+                      order=lambda ms: ms[:1] + members,
+                      manifest_algorithm=None)
+    convert_ok(path, tmp_path, raw)
+
+
 def test_compressed_member_corrupt(corpus, tmp_path):
     disk = ovakit.OvaDisk(corpus.vhd('caml', 'gpt16'), compression='Gzip')
     path, _raw = build(corpus, tmp_path, disks=[disk],
