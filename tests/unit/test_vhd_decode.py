@@ -362,3 +362,49 @@ def test_large_sparse_virtual_size(tmp_path):
         f.seek(-4096, os.SEEK_END)
         assert f.read() == b'\xa5' * 4096
     assert ovakit.allocated_bytes(out) <= 64 * 1024
+
+
+def test_empty_dynamic_disk(tmp_path):
+    ovakit.require_tools('qemu-img')
+    path = str(tmp_path / 'empty.vhd')
+    ovakit.run('qemu-img', 'create', '-q', '-f', 'vpc', '-o',
+               'subformat=dynamic,force_size=on', path, '10M')
+    out = str(tmp_path / 'out.raw')
+    info, sink = decode_file(path, out)
+    assert info.allocated_blocks == 0
+    assert sum(n for _, n in sink.writes) == 0
+    assert os.path.getsize(out) == 10 * MiB
+    assert ovakit.pyvhdi_first_difference(path, out) is None
+
+
+@pytest.mark.parametrize('subformat', ['dynamic', 'fixed'])
+def test_size_not_page_aligned(tmp_path, subformat):
+    # 8 MiB + 1.5 KiB: the last block and the last page are partial, and
+    # the very last sector holds data.
+    ovakit.require_tools('qemu-img')
+    size = 8 * MiB + 1536
+    src = ovakit.make_pattern_raw(str(tmp_path / 'src.raw'), size,
+                                  [(0, 4096), (size - 512, 512)])
+    path = ovakit.qemu_vhd(src, str(tmp_path / 'odd.vhd'), subformat)
+    out = str(tmp_path / 'out.raw')
+    decode_file(path, out)
+    assert ovakit.first_difference(out, src) is None
+
+
+def test_bytes_past_current_size_in_last_block_are_dropped(corpus,
+                                                           tmp_path):
+    # 19 MiB in 2 MiB blocks: block 9 covers 18-20 MiB, the disk ends at
+    # 19 MiB. Whatever the block holds past that is not part of the disk.
+    src = corpus.raw('gpt19')
+    disk = ovakit.DynamicVhd.load(corpus.vhd('caml', 'gpt19'))
+    block = bytearray(disk.blocks[9])
+    beyond = disk.bitmap_size + 1 * MiB
+    block[beyond:] = b'\xee' * (len(block) - beyond)
+    disk.blocks[9] = bytes(block)
+    path = str(tmp_path / 'junk-tail.vhd')
+    disk.write(path, table_offset=2048)
+    out = str(tmp_path / 'out.raw')
+    info, _sink = decode_file(path, out)
+    assert info.current_size == src.size == 19 * MiB
+    assert ovakit.first_difference(out, src.path) is None
+    assert ovakit.pyvhdi_first_difference(path, out) is None
