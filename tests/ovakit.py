@@ -454,6 +454,37 @@ class DynamicVhd:
         disk.bat = list(bat)
         return disk
 
+    def reblock(self, block_size):
+        """The same disk in blocks of ``block_size`` (a power of two).
+
+        All-zero blocks are left unallocated; bitmaps are all ones, as qemu
+        and XAPI write them.
+        """
+        old = self.block_size
+        size = get_field(self.footer, FOOTER_FIELDS, 'current_size')
+        mte = -(-size // block_size)
+        bitmap = b'\xff' * _bitmap_size(block_size)
+        blocks = {}
+        for index in range(mte):
+            start = index * block_size
+            piece = bytearray(block_size)
+            pos = start
+            while pos < start + block_size:
+                src = self.blocks.get(pos // old)
+                within = pos % old
+                n = min(old - within, start + block_size - pos)
+                if src is not None:
+                    body = src[self.bitmap_size:]
+                    piece[pos - start:pos - start + n] = body[within:
+                                                              within + n]
+                pos += n
+            if piece.count(0) != len(piece):
+                blocks[index] = bitmap + bytes(piece)
+        header = bytearray(self.header)
+        set_field(header, HEADER_FIELDS, 'block_size', block_size)
+        set_field(header, HEADER_FIELDS, 'max_table_entries', mte)
+        return DynamicVhd(bytearray(self.footer), header, blocks)
+
     def write(self, path, order='ascending', table_offset=1536,
               max_table_entries=None, batmap=False, batmap_encrypted=False,
               align_data=False, gap_after_bat=0, seed=0):

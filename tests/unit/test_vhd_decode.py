@@ -408,3 +408,18 @@ def test_bytes_past_current_size_in_last_block_are_dropped(corpus,
     assert info.current_size == src.size == 19 * MiB
     assert ovakit.first_difference(out, src.path) is None
     assert ovakit.pyvhdi_first_difference(path, out) is None
+
+
+@pytest.mark.parametrize('block_size', [4096, 64 * 1024, 512 * 1024,
+                                        16 * MiB])
+def test_other_block_sizes(corpus, tmp_path, block_size):
+    # The spec allows any power of two sectors; Virtual PC used 512 KiB.
+    src = corpus.raw('gpt19')
+    disk = ovakit.DynamicVhd.load(corpus.vhd('caml', 'gpt19'))
+    path = str(tmp_path / 'blocks.vhd')
+    disk.reblock(block_size).write(path, order='shuffle', seed=block_size)
+    assert ovakit.pyvhdi_first_difference(path, src.path) is None
+    out = str(tmp_path / 'out.raw')
+    info, _sink = decode_file(path, out)
+    assert info.block_size == block_size
+    assert ovakit.first_difference(out, src.path) is None
