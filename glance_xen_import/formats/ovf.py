@@ -150,11 +150,15 @@ def _text(elem, name, namespaces):
     return None
 
 
+_DIGITS = re.compile(r'^[0-9]{1,20}$')
+
+
 def _number(value, what, minimum=0):
     if value is None:
         return None
     value = value.strip()
-    if not value.isdigit() or len(value) > 20 or int(value) < minimum:
+    # str.isdigit() also takes other scripts' digits and superscripts.
+    if not _DIGITS.match(value) or int(value) < minimum:
         raise exception.InvalidPackage(
             'OVF %s %r is not a valid number' % (what, value[:40]))
     return int(value)
@@ -162,7 +166,7 @@ def _number(value, what, minimum=0):
 
 def _small_int(value):
     """An optional small index such as AddressOnParent or an OS id."""
-    if value and value.strip().isdigit() and len(value.strip()) < 6:
+    if value and re.match(r'^[0-9]{1,5}$', value.strip()):
         return int(value)
     return None
 

@@ -348,7 +348,7 @@ def _check_batmap(cursor, creator):
     if creator != 'tap':
         return
     sector = cursor.peek(SECTOR)
-    if sector[:8] == BATMAP_COOKIE and sector[29] == 1:
+    if sector[:8] == BATMAP_COOKIE and sector[29:30] == b'\x01':
         # struct vhd_keyhash follows the marker: cookie 1 means the data
         # is encrypted (tapdisk block-crypto).
         raise exception.UnsupportedDisk(
