@@ -35,6 +35,15 @@ def _linux(guest):
     return guest.linux if guest is not None else None
 
 
+def _xen_drivers_active(guest, opts):
+    # Xen PV drivers still enabled (the fixup was not allowed or not
+    # possible): boot on emulated IDE, as the guest did on Xen before its
+    # PV drivers took over, and keep virtio out of the first boot.
+    win = _windows(guest)
+    return win is not None and bool(_enabled_xen_drivers(win)
+                                    or win.xen_filters)
+
+
 def _vioscsi_ready(guest, opts):
     win = _windows(guest)
     return win is not None and win.virtio_boot_ready('vioscsi')
@@ -56,6 +65,7 @@ def _anything(guest, opts):
 # The disk bus table: the first row whose test holds decides
 # (hw_disk_bus, hw_scsi_model). A callable value reads the options.
 DISK_BUS_TABLE = (
+    (_xen_drivers_active, ('ide', None)),
     (_vioscsi_ready, ('scsi', 'virtio-scsi')),
     (_viostor_ready, ('virtio', None)),
     (_is_windows, ('ide', None)),

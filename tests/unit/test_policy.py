@@ -71,6 +71,22 @@ def test_windows_with_boot_ready_vioscsi_uses_virtio_scsi():
     assert 'hw_machine_type' not in props
 
 
+@pytest.mark.parametrize('xen', [
+    {'xen_services': [facts.ServiceState('xenvbd', 0, 1)]},
+    {'xen_filters': [facts.ClassFilter(
+        '{4d36e97d-e325-11ce-bfc1-08002be10318}', 'UpperFilters',
+        'XENFILT')]},
+])
+def test_active_xen_drivers_keep_virtio_out_of_the_first_boot(xen):
+    # The fixup was not allowed (report mode) or not possible.
+    guest = windows_guest(virtio={'vioscsi': virtio('vioscsi', True, 0)},
+                          **xen)
+    props = decide(guest)
+    assert props['hw_disk_bus'] == 'ide'
+    assert props['hw_machine_type'] == 'pc'
+    assert 'hw_scsi_model' not in props
+
+
 def test_vioscsi_wins_over_viostor():
     guest = windows_guest(virtio={'vioscsi': virtio('vioscsi', True, 0),
                                   'viostor': virtio('viostor', True, 0)})
