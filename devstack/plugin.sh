@@ -71,19 +71,49 @@ function configure_glance_xen_import_methods {
     iniset $GLANCE_API_CONF DEFAULT enabled_import_methods "$methods"
 }
 
-function configure_glance_xen_import_paste {
-    local section pipeline
-    iniset $GLANCE_API_PASTE_INI filter:$XEN_OVA_FILTER paste.filter_factory $XEN_OVA_FILTER_FACTORY
-    for section in $(grep -o '^\[pipeline:glance-api[^]]*\]' $GLANCE_API_PASTE_INI | tr -d '[]'); do
-        pipeline=$(iniget $GLANCE_API_PASTE_INI $section pipeline)
-        [[ " $pipeline " == *" $XEN_OVA_FILTER "* ]] && continue
-        if [[ " $pipeline " != *" rootapp "* ]]; then
-            echo "glance-xen-import: $section has no rootapp; left alone"
-            continue
+# pipeline_with_filter PIPELINE
+# Print PIPELINE (a space-separated paste pipeline) with the xen_ova filter
+# right after the context filter (authenticated or not), as the admin
+# guide says; in front of rootapp when there is no context filter; and
+# unchanged when the filter is already there or there is no rootapp.
+function pipeline_with_filter {
+    local -a filters out
+    local name placed=False
+    read -ra filters <<< "$1"
+    if [[ " ${filters[*]} " == *" $XEN_OVA_FILTER "* || " ${filters[*]} " != *" rootapp "* ]]; then
+        echo "${filters[*]}"
+        return
+    fi
+    for name in "${filters[@]}"; do
+        if [[ $name == rootapp && $placed == False ]]; then
+            out+=("$XEN_OVA_FILTER")
+            placed=True
         fi
-        # Directly in front of the application, after auth and context.
-        pipeline=$(echo " $pipeline " | sed -e "s/ rootapp / $XEN_OVA_FILTER rootapp /" -e 's/^ *//' -e 's/ *$//')
-        iniset $GLANCE_API_PASTE_INI $section pipeline "$pipeline"
+        out+=("$name")
+        if [[ ($name == context || $name == unauthenticated-context) && $placed == False ]]; then
+            out+=("$XEN_OVA_FILTER")
+            placed=True
+        fi
+    done
+    echo "${out[*]}"
+}
+
+function configure_glance_xen_import_paste {
+    local paste=$GLANCE_API_PASTE_INI key section pipeline
+    iniset $paste filter:$XEN_OVA_FILTER paste.filter_factory $XEN_OVA_FILTER_FACTORY
+    # Glance 33 and later: one [composite:api] whose options, keyed by
+    # [paste_deploy] flavor, are the pipelines.
+    if grep -q '^\[composite:api\]' $paste; then
+        for key in $(sed -ne '/^\[composite:api\]/,/^\[.*\]/ s/^\([^#[ \t][^= \t]*\)[ \t]*=.*/\1/p' $paste); do
+            [[ $key == paste.composite_factory ]] && continue
+            pipeline=$(iniget $paste composite:api $key)
+            iniset $paste composite:api $key "$(pipeline_with_filter "$pipeline")"
+        done
+    fi
+    # Earlier releases: one [pipeline:glance-api*] section per flavor.
+    for section in $(grep -o '^\[pipeline:glance-api[^]]*\]' $paste | tr -d '[]'); do
+        pipeline=$(iniget $paste $section pipeline)
+        iniset $paste $section pipeline "$(pipeline_with_filter "$pipeline")"
     done
 }
 
