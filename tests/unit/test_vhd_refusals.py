@@ -423,6 +423,13 @@ def test_bytes_after_footer(corpus, tmp_path, kind):
     refused(path, 'footer|after|cookie|size|differ')
 
 
+@pytest.mark.parametrize('kind', ['qem2-dynamic', 'qem2-fixed'])
+def test_stream_longer_than_member_size(corpus, tmp_path, kind):
+    path = working_copy(corpus, tmp_path, kind)
+    refused(path, 'after|footer|differ|cookie|size|outside',
+            member_size=os.path.getsize(path) - SECTOR)
+
+
 def test_member_size_larger_than_stream(corpus, tmp_path):
     path = working_copy(corpus, tmp_path)
     refused(path, 'truncat|remain|footer',
