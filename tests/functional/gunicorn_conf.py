@@ -10,7 +10,7 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""TEST ONLY gunicorn settings for the local glance-api: sqlite locking.
+"""TEST ONLY gunicorn settings for the local glance-api.
 
 The test server keeps Glance's database in sqlite. oslo.db starts every
 sqlite transaction with a deferred ``BEGIN``, so two transactions that
@@ -27,6 +27,11 @@ from sqlalchemy import engine
 from sqlalchemy import event
 
 BUSY_TIMEOUT_MS = 60000
+
+# gunicorn >= 25 opens a control socket under ~/.gunicorn by default; the
+# test servers need none, and several run at once (older gunicorn ignores
+# the unknown setting).
+control_socket_disable = True
 
 
 @event.listens_for(engine.Engine, 'connect')
