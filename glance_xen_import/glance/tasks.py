@@ -50,7 +50,6 @@ RAW_SUFFIX = '.xenova.raw'
 RESERVED_PREFIX = 'os_glance'
 
 MB = 1000 * 1000
-MIB = 1024 * 1024
 
 
 def upload_error(message):
