@@ -59,7 +59,7 @@ wait_for() {
 # 1. The disk: DevStack's cirros image, as a dynamic VHD whose footer looks
 #    like XenServer's exports (creator "caml"): qemu-img sizes such a VHD by
 #    its CHS geometry, our converter by its footer's current size.
-cirros=$(ls "$FILES"/cirros-*-disk.img | head -n 1)
+cirros=$(ls "$FILES"/cirros-*-disk.img 2>/dev/null | head -n 1 || true)
 [[ -n "$cirros" ]] || fail "no cirros image in $FILES"
 qemu-img convert -f qcow2 -O raw "$cirros" expected.raw
 qemu-img convert -f raw -O vpc -o subformat=dynamic,force_size=on expected.raw cirros.vhd
