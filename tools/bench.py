@@ -73,7 +73,7 @@ TARGET_VS_TAR = 2.5
 TARGET_VS_QEMU = 1.5
 TARGET_RSS = 64 * MiB
 
-REQUIRED_TOOLS = ('qemu-img', 'qemu-io', 'tar', 'sh')
+REQUIRED_TOOLS = ('qemu-img', 'qemu-io', 'tar', 'sh', 'sfdisk', 'mkfs.ext4')
 TIME = '/usr/bin/time'      # GNU time, Debian package 'time'
 HAVE_TIME = os.access(TIME, os.X_OK)
 
@@ -140,16 +140,6 @@ def human(n):
 
 
 # ------------------------------------------------------------ processes
-
-def check_call(argv, **kwargs):
-    result = subprocess.run(argv, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
-    if result.returncode != 0:
-        raise BenchError('%s failed (exit %d): %s' % (
-            ' '.join(argv), result.returncode,
-            (result.stderr or result.stdout).strip()[-500:]))
-    return result.stdout
-
 
 def measure(argv, workdir):
     """Run argv in a fresh process; return its wall time and peak RSS.
@@ -285,19 +275,18 @@ def make_vhd(raw_path, vhd_path, zero_blocks, size):
                                                     VHD_BLOCK)]
     # qemu-io takes many -c at once; keep the command lines short.
     for i in range(0, len(commands), 400):
-        check_call(['qemu-io', '-f', 'vpc'] + commands[i:i + 400]
-                   + [vhd_path])
+        ovakit.run('qemu-io', '-f', 'vpc', *commands[i:i + 400], vhd_path)
     if ovakit.qemu_virtual_size(vhd_path) != size:
         raise BenchError('qemu-img does not size the VHD at %d bytes' % size)
     # An independent check that the VHD holds exactly the RAW's content.
-    check_call(['qemu-img', 'compare', '-q', '-f', 'raw', '-F', 'vpc',
-                raw_path, vhd_path])
+    ovakit.run('qemu-img', 'compare', '-q', '-f', 'raw', '-F', 'vpc',
+               raw_path, vhd_path)
 
 
 def vhd_allocated_bytes(vhd_path):
     """Bytes in allocated VHD blocks, as qemu-img map reports them."""
-    extents = json.loads(check_call(['qemu-img', 'map', '-f', 'vpc',
-                                     '--output=json', vhd_path]))
+    extents = json.loads(ovakit.run('qemu-img', 'map', '-f', 'vpc',
+                                    '--output=json', vhd_path))
     return sum(e['length'] for e in extents if e.get('data'))
 
 
@@ -410,7 +399,6 @@ def verdict(ok):
     return 'PASS' if ok else 'MISS'
 
 
-FS_DATA_MIXED = 48 * MiB
 FS_DATA_SPARSE = 1 * MiB
 
 
@@ -456,8 +444,9 @@ def run_mixed(args, workdir):
           % (human(args.size), args.seed), flush=True)
     plan = plan_disk(args.size, args.seed, args.data_fraction,
                      args.zero_fraction)
-    raw, vhd, ova = build_disk(workdir, 'bench', plan, args.seed,
-                               FS_DATA_MIXED)
+    # Random files fill about a third of the ext4 partition.
+    fs_data = plan.fs_bytes * 3 // 8
+    raw, vhd, ova = build_disk(workdir, 'bench', plan, args.seed, fs_data)
     out_dir = os.path.join(workdir, 'out')
     extract_dir = os.path.join(workdir, 'extract')
     os.mkdir(out_dir)
@@ -470,7 +459,7 @@ def run_mixed(args, workdir):
     results = timed_runs(commands, dest, extract_dir, args.runs, workdir)
 
     print()
-    describe_input(ova, vhd, plan, FS_DATA_MIXED, report)
+    describe_input(ova, vhd, plan, fs_data, report)
     print('check  (a), (b) and (c) each wrote the source RAW, byte for byte')
     print()
     print('%-34s %8s %8s %8s %11s %13s %9s' % (
@@ -590,7 +579,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    missing = ovakit.missing_tools(*REQUIRED_TOOLS)
     if missing:
         print('bench: missing tools: %s' % ', '.join(missing),
               file=sys.stderr)
@@ -609,7 +598,7 @@ def main(argv=None):
         results = run_mixed(args, workdir)
         tib = None if args.skip_tib else run_tib(args, workdir)
         print_targets(results, tib)
-    except BenchError as exc:
+    except (BenchError, RuntimeError) as exc:   # ovakit.run: RuntimeError
         print('bench: error: %s' % exc, file=sys.stderr)
         return 1
     finally:
