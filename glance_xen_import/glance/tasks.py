@@ -36,6 +36,7 @@ be imported must instead fail the import with a message that says so.
 import os
 import time
 
+from oslo_config import cfg
 from oslo_log import log as logging
 from taskflow import task
 
@@ -43,6 +44,11 @@ from glance_xen_import import exception
 from glance_xen_import.glance import middleware
 
 LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+# The glance_store backend Glance stages import data in when it runs with
+# several stores (enabled_backends); files there are removed through it.
+STAGING_STORE = 'os_glance_staging_store'
 
 OVA_CONTAINER = 'ova'
 RAW_SUFFIX = '.xenova.raw'
@@ -165,6 +171,7 @@ class ConvertOva(task.Task):
         self.action_wrapper = action_wrapper
         self.opts = opts
         self.progress_interval = progress_interval
+        self.src_uri = None
         self.src_path = None
         self.dest_path = None
         super(ConvertOva, self).__init__(
@@ -174,6 +181,7 @@ class ConvertOva(task.Task):
         if xen_ova_original is None:
             return None
         image_id = self.action_wrapper.image_id
+        self.src_uri = file_path
         self.src_path = path_of(file_path)
         # <image_id>.<anything> is what Glance's staging cleaner removes
         # once the image is deleted, so a crash leaves nothing for good.
@@ -217,10 +225,10 @@ class ConvertOva(task.Task):
     def revert(self, result, **kwargs):
         if self.dest_path:
             _remove(self.dest_path)
-        if self.src_path:
+        if self.src_uri:
             # The image goes back to queued: its staged data cannot be
             # imported again and would only fill the staging area.
-            _remove(self.src_path)
+            remove_staged(self.src_uri)
 
 
 class PublishRaw(task.Task):
@@ -247,7 +255,7 @@ class PublishRaw(task.Task):
                 size=xen_ova_result['size'],
                 virtual_size=xen_ova_result['virtual_size'])
             action.set_image_extra_properties(properties)
-        _remove(path_of(file_path))
+        remove_staged(file_path)
         LOG.info('xen-ova import of image %s: RAW ready, properties %s',
                  self.action_wrapper.image_id,
                  ', '.join('%s=%s' % kv for kv in sorted(properties.items())))
@@ -268,6 +276,23 @@ class PublishRaw(task.Task):
                 disk_format=self.original['disk_format'],
                 container_format=self.original['container_format'],
                 size=self.original['size'])
+
+
+def remove_staged(file_uri):
+    """Remove staged import data the way Glance's own import flow does.
+
+    With several stores Glance stages into the glance_store backend
+    os_glance_staging_store and deletes through it (api_image_import's
+    _DeleteFromFS); with one store the staging area is a plain directory.
+    """
+    if getattr(CONF, 'enabled_backends', None):
+        import glance_store
+        try:
+            glance_store.delete(file_uri, STAGING_STORE)
+        except glance_store.exceptions.NotFound:
+            pass
+        return
+    _remove(path_of(file_uri))
 
 
 def _remove(path):
