@@ -256,11 +256,12 @@ def _decode_fixed(cursor, head, sink, member_size, max_virtual_size,
         if on_metadata is not None:
             on_metadata(VhdInfo('fixed', '?', 0, data_size), data_size)
         return _copy_fixed_known(cursor, head, sink, data_size,
-                                 max_virtual_size)
+                                 member_size, max_virtual_size)
     return _copy_fixed_unknown(cursor, head, sink, max_virtual_size)
 
 
-def _copy_fixed_known(cursor, head, sink, data_size, max_virtual_size):
+def _copy_fixed_known(cursor, head, sink, data_size, member_size,
+                      max_virtual_size):
     pending = head
     offset = 0
     while offset < data_size:
@@ -271,10 +272,11 @@ def _copy_fixed_known(cursor, head, sink, data_size, max_virtual_size):
         offset += want
         # Only a disk smaller than a sector leaves footer bytes here.
         pending = pending[want:]
-    tail = pending + cursor.read(FOOTER_SIZE)
+    tail = pending + cursor.read_exact(member_size - data_size - len(pending),
+                                       'footer')
     if cursor.read(1):
         raise exception.InvalidDisk('VHD has bytes after its footer')
-    return _finish_fixed(tail, offset + len(tail), max_virtual_size)
+    return _finish_fixed(tail, member_size, max_virtual_size)
 
 
 def _copy_fixed_unknown(cursor, head, sink, max_virtual_size):
