@@ -35,6 +35,9 @@ GUESTS = os.path.join(os.path.dirname(__file__), os.pardir, 'fixtures',
                       'guests')
 SECTOR = 512
 HIVE_PATH = '/Windows/System32/config/SYSTEM'
+CLASSES = ('{4d36e97d-e325-11ce-bfc1-08002be10318}',     # System
+           '{4d36e96a-e325-11ce-bfc1-08002be10318}',     # HDC
+           '{4d36e967-e325-11ce-bfc1-08002be10318}')     # DiskDrive
 HVM_PACKAGE = report.PackageInfo(name='vm', virtual_system_type='hvm-3.0',
                                  os_id=None, os_description=None,
                                  manifest='absent', signed=False)
@@ -87,15 +90,27 @@ def _hive_clusters(path, partition):
              partition.start + (n + 1) * cluster) for n in numbers]
 
 
-def _hivexget(tmp_path, path, partition, key, value=None):
+def _hivexget(tmp_path, path, partition, key, value=None, missing=False):
+    """hivexget's output; with missing=True, None for an absent key."""
     hive = tmp_path / 'SYSTEM.extracted'
     with open(hive, 'wb') as out:
         subprocess.run(['icat', '-o', str(partition.start // SECTOR), path,
                         _hive_inode(path, partition)], check=True,
                        stdout=out)
     command = ['hivexget', str(hive), key] + ([value] if value else [])
-    return subprocess.run(command, check=True, capture_output=True,
-                          text=True).stdout
+    proc = subprocess.run(command, check=not missing, capture_output=True,
+                          text=True)
+    return None if proc.returncode else proc.stdout
+
+
+def _filters(listing):
+    """Entries of Upper/LowerFilters in hivexget's .reg-style listing."""
+    found = []
+    for line in listing.splitlines():
+        if line.startswith(('"UpperFilters"=', '"LowerFilters"=')):
+            raw = bytes(int(b, 16) for b in line.split(':', 1)[1].split(','))
+            found += [s for s in raw.decode('utf-16-le').split('\x00') if s]
+    return found
 
 
 def _changed_offsets(before, after):
@@ -105,9 +120,10 @@ def _changed_offsets(before, after):
     return [i for i in range(len(old)) if old[i] != new[i]]
 
 
-def test_xen_guest_is_neutralised(tmp_path):
+@pytest.mark.parametrize('name', ['win2008r2-xen', 'win2016-xen'])
+def test_xen_guest_is_neutralised(tmp_path, name):
     _need('ifind', 'icat', 'istat', 'fsstat', 'hivexget', 'ntfsfix')
-    path, layout = _guest(tmp_path, 'win2008r2-xen')
+    path, layout = _guest(tmp_path, name)
     original = str(tmp_path / 'original.raw')
     shutil.copyfile(path, original)
     guest = _inspect(path, layout)
@@ -128,10 +144,19 @@ def test_xen_guest_is_neutralised(tmp_path):
                           '%s\\Services\\%s' % (control_set, service),
                           'Start')
         assert start.strip() == '4', service
-    filters = _hivexget(tmp_path, path, partition,
-                        control_set + '\\Control\\Class\\'
-                        '{4d36e97d-e325-11ce-bfc1-08002be10318}')
-    assert 'UpperFilters' not in filters or 'XENFILT' not in filters
+    for class_guid in CLASSES:
+        listed = _hivexget(tmp_path, path, partition,
+                           control_set + '\\Control\\Class\\' +
+                           class_guid, missing=True) or ''
+        assert 'XENFILT' not in _filters(listed), class_guid
+        assert 'scsifilt' not in _filters(listed), class_guid
+    if guest.windows.major_version >= 10:
+        # NT 6.2+: the storage drivers' StartOverride is emptied.
+        for service in ('vioscsi', 'storahci'):
+            override = _hivexget(tmp_path, path, partition,
+                                 '%s\\Services\\%s\\StartOverride'
+                                 % (control_set, service))
+            assert override.strip() == '', service
     unplug = _hivexget(tmp_path, path, partition,
                        control_set + '\\Services\\XEN\\ForceUnplug')
     assert re.findall(r'dword:([0-9a-f]+)', unplug)

@@ -84,6 +84,22 @@ def test_report_mode_changes_nothing(tmp_path, xen_windows):
     assert ovakit.first_difference(raw, dest) is None
 
 
+def test_disk_bus_is_decided_again_from_the_fixed_registry(tmp_path):
+    # Server 2016 with vioscsi installed but demoted by StartOverride:
+    # only once the fixup has cleared it is vioscsi boot-ready.
+    ovakit.require_tools('qemu-img')
+    _raw, ova = _ova(tmp_path, 'win2016-xen')
+    reported = _convert(ova, str(tmp_path / 'report.raw'),
+                        '--windows-fixup', 'report')['properties']
+    assert reported['hw_disk_bus'] == 'ide'
+    fixed = _convert(ova, str(tmp_path / 'fixed.raw'))['properties']
+    assert 'startoverride-cleared:vioscsi' in fixed[
+        'xen_import_fixups_applied']
+    assert fixed['hw_disk_bus'] == 'scsi'
+    assert fixed['hw_scsi_model'] == 'virtio-scsi'
+    assert fixed['xen_import_fixup_required'] == 'false'
+
+
 def test_guest_without_xen_drivers_converts_byte_identical(tmp_path):
     ovakit.require_tools('qemu-img')
     raw, ova = _ova(tmp_path, 'win7-vioscsi')
