@@ -18,10 +18,9 @@ and the reason is returned instead.
 """
 
 import dataclasses
+import logging
 import os
 import typing
-
-from oslo_log import log as logging
 
 from glance_xen_import import exception
 from glance_xen_import.fixup import inplace

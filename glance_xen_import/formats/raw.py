@@ -28,23 +28,26 @@ PAGE = 4096
 _ZERO_PAGE = bytes(PAGE)
 
 
-def _nonzero_runs(view, offset):
-    """Yield (start, end) of the runs of non-zero pages in ``view``.
+def _nonzero_runs(data, offset):
+    """Yield (start, end) of the runs of non-zero pages in ``data``.
 
-    Pages are aligned to the file, not to ``view``: ``view`` lands at
-    ``offset``, so its first page may be a partial one.
+    Pages are aligned to the file, not to ``data``: ``data`` lands at
+    ``offset``, so its first page may be a partial one. ``startswith``
+    compares in place (memcmp), so no page is copied.
     """
-    length = len(view)
-    if view == _zeros(length):
+    length = len(data)
+    if data == _zeros(length):
         return
+    is_zero = data.startswith
     run_start = None
     start = 0
     while start < length:
         end = min(start + PAGE - (offset + start) % PAGE, length)
-        zero = view[start:end] == _ZERO_PAGE[:end - start]
-        if not zero and run_start is None:
-            run_start = start
-        elif zero and run_start is not None:
+        size = end - start
+        if not is_zero(_ZERO_PAGE if size == PAGE else _zeros(size), start):
+            if run_start is None:
+                run_start = start
+        elif run_start is not None:
             yield run_start, start
             run_start = None
         start = end
@@ -84,8 +87,10 @@ class SparseWriter(object):
 
     def write_at(self, offset, data):
         """Write ``data`` at ``offset``, skipping its all-zero pages."""
+        if not isinstance(data, bytes):
+            data = bytes(data)
         view = memoryview(data)
-        for start, end in _nonzero_runs(view, offset):
+        for start, end in _nonzero_runs(data, offset):
             self._pwrite_all(view[start:end], offset + start)
             self.data_bytes += end - start
 
@@ -100,10 +105,13 @@ class SparseWriter(object):
             offset += written
 
     def finish(self, virtual_size):
-        """Give the file its final length and flush it to disk."""
+        """Give the file its final length.
+
+        No fsync: like cp and qemu-img convert, the data is left to the
+        page cache; Glance reads it straight back to upload it.
+        """
         try:
             os.ftruncate(self._fd, virtual_size)
-            os.fsync(self._fd)
         except OSError as exc:
             raise exception.XenImportError(
                 'cannot finish %s: %s' % (self.path, exc.strerror))

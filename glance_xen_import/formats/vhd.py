@@ -268,7 +268,8 @@ def _copy_fixed_known(cursor, head, sink, data_size, member_size,
         want = min(CHUNK, data_size - offset)
         if len(pending) < want:
             pending += cursor.read_exact(want - len(pending), 'disk data')
-        sink.write_at(offset, memoryview(pending)[:want])
+        sink.write_at(offset, pending if want == len(pending)
+                      else pending[:want])
         offset += want
         # Only a disk smaller than a sector leaves footer bytes here.
         pending = pending[want:]

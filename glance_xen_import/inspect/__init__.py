@@ -16,9 +16,8 @@ Every filesystem is read in-process (libyal readers over a bounded view
 of the partition): no root, no mounts, no loop devices, nothing written.
 """
 
+import logging
 import os
-
-from oslo_log import log as logging
 
 from glance_xen_import import exception
 from glance_xen_import.inspect import disk
