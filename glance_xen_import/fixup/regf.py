@@ -257,7 +257,12 @@ class Hive(object):
     # -- edits -----------------------------------------------------------
 
     def set_dword(self, value, number):
-        if value.type != REG_DWORD or value.size != 4:
+        """Store a little-endian 32-bit number in a 4-byte value.
+
+        REG_BINARY of four bytes is taken too: installers write Start that
+        way often enough, and Windows reads it as the same number.
+        """
+        if value.type not in (REG_DWORD, REG_BINARY) or value.size != 4:
             raise exception.GuestError(
                 'registry value %r is not a DWORD' % value.name)
         raw = struct.pack('<I', number)

@@ -71,8 +71,8 @@ def _disable_services(hive, control_set, actions):
         if name.lower() not in drivers.ALL_XEN_SERVICES:
             continue
         start = hive.value(key, 'Start')
-        if (start is None or start.type != regf.REG_DWORD
-                or start.size != 4):
+        if (start is None or start.size != 4
+                or start.type not in (regf.REG_DWORD, regf.REG_BINARY)):
             continue
         if struct.unpack('<I', hive.value_data(start))[0] != 4:
             hive.set_dword(start, 4)
@@ -86,9 +86,15 @@ def _remove_filters(hive, control_set, actions):
     for key in hive.subkeys(classes):
         for value_name in FILTER_VALUES:
             value = hive.value(key, value_name)
-            if value is None or value.type != regf.REG_MULTI_SZ:
+            # Filter lists are REG_MULTI_SZ; a hand-made REG_SZ list of
+            # one name works for Windows too.
+            if value is None or value.type not in (regf.REG_MULTI_SZ,
+                                                   regf.REG_SZ):
                 continue
             entries = regf.multi_sz(hive.value_data(value))
+            if value.type == regf.REG_SZ:
+                # Windows reads a REG_SZ as its first string only.
+                entries = entries[:1]
             kept = [e for e in entries if e.lower() not in FILTERS]
             if kept == entries:
                 continue
@@ -160,8 +166,9 @@ def verify(data, sets):
             for key in (services.sub_keys if services is not None else []):
                 if key.name.lower() in drivers.ALL_XEN_SERVICES:
                     start = key.get_value_by_name('Start')
-                    if start is not None and start.type == regf.REG_DWORD \
-                            and start.get_data_as_integer() != 4:
+                    data = start.get_data() if start is not None else None
+                    if data and len(data) == 4 and struct.unpack(
+                            '<I', data)[0] != 4:
                         raise exception.GuestError(
                             'after the fixup %s\\%s is still enabled'
                             % (control_set, key.name))
@@ -169,9 +176,10 @@ def verify(data, sets):
             for key in (classes.sub_keys if classes is not None else []):
                 for value_name in FILTER_VALUES:
                     value = key.get_value_by_name(value_name)
-                    if value is None or value.type != regf.REG_MULTI_SZ:
+                    if value is None or value.type not in (
+                            regf.REG_MULTI_SZ, regf.REG_SZ):
                         continue
-                    left = [s for s in value.get_data_as_multi_string()
+                    left = [s for s in regf.multi_sz(value.get_data() or b'')
                             if s.lower() in FILTERS]
                     if left:
                         raise exception.GuestError(

@@ -194,3 +194,18 @@ def test_damaged_hive_fails_cleanly(flips):
         windows.neutralise(hive, (10, 0))
     except exception.GuestError:
         pass
+
+
+def test_start_as_binary_and_filters_as_string_are_handled(tmp_path):
+    _original, hive, actions = _edited('odd-types-system.hive')
+    assert actions == ['disabled:xenvbd', 'filter-removed:xenfilt']
+    start = _hivexget(tmp_path, hive.data, 'ControlSet001\\Services\\xenvbd')
+    assert '"Start"=hex(3):04,00,00,00' in start
+    system = _hivexget(tmp_path, hive.data,
+                       'ControlSet001\\Control\\Class\\' + SYSTEM_CLASS)
+    assert 'UpperFilters' not in system
+    hdc = _hivexget(tmp_path, hive.data,
+                    'ControlSet001\\Control\\Class\\' + HDC_CLASS,
+                    'UpperFilters')
+    assert hdc.strip() == 'PartMgr'
+    windows.verify(hive.data, windows.control_sets(hive))
