@@ -21,6 +21,7 @@ import concurrent.futures
 import filecmp
 import hashlib
 import json
+import lzma
 import os
 import re
 import shutil
@@ -407,3 +408,40 @@ def test_expected_raw_is_the_source_disk(disks):
     # the VHD was made from, or the comparisons above prove nothing.
     for disk in disks.values():
         assert filecmp.cmp(disk.raw, disk.expected, shallow=False)
+
+
+# -- Windows guest with Xen PV drivers -------------------------------------
+
+def test_windows_guest_is_fixed_inside_the_import(glance, tmp_path):
+    # A Server 2016 guest with Citrix PV drivers enabled and vioscsi
+    # demoted (tests/fixtures/guests): the stored image must be the
+    # neutralised disk, and the properties must come from it.
+    source = str(tmp_path / 'win2016-xen.raw')
+    with lzma.open(os.path.join(ovakit.FIXTURES, 'guests',
+                                'win2016-xen.raw.xz')) as src, \
+            open(source, 'wb') as out:
+        shutil.copyfileobj(src, out)
+    vhd = ovakit.xen_vhd(source, str(tmp_path / 'win.vhd'), creator='caml')
+    ova = ovakit.make_ova(str(tmp_path / 'win.ova'),
+                          [ovakit.OvaDisk(vhd)]).path
+    expected = expected_report(ova, tmp_path).properties
+    assert 'xen_import_fixups_applied' in expected
+
+    image_id = create_via_import(glance, ova, '--import-method', 'xen-ova',
+                                 '--container-format', 'bare',
+                                 '--disk-format', 'raw')
+    image, task = glance.wait_for_import(image_id)
+    assert task['status'] == 'success', (task, glance.logs())
+    assert image['status'] == 'active'
+    for key, value in expected.items():
+        assert image.get(key) == value, key
+    assert image['hw_disk_bus'] == 'scsi'
+    assert image['xen_import_fixup_required'] == 'false'
+
+    stored = str(tmp_path / 'stored.raw')
+    glance.glance('image-download', '--file', stored, image_id)
+    fixed = str(tmp_path / 'fixed.raw')
+    pipeline.convert(ova, fixed)
+    assert filecmp.cmp(stored, fixed, shallow=False)
+    assert not filecmp.cmp(stored, source, shallow=False)
+    assert glance.staged_files(image_id) == []
