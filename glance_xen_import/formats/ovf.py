@@ -43,7 +43,9 @@ XENOVF = 'http://schemas.citrix.com/ovf/envelope/1'
 # CIM ResourceType values of a disk (DSP1041): 17 disk drive, 19 storage
 # extent (what XenCenter writes), 31 logical disk.
 DISK_RESOURCE_TYPES = ('17', '19', '31')
-MAX_DESCRIPTOR_SIZE = 16 << 20
+# Real descriptors are a few KiB (tens for multi-VM appliances); the parsed
+# tree takes about ten times the text, so this bounds memory as well.
+MAX_DESCRIPTOR_SIZE = 1 << 20
 COMPRESSIONS = ('gzip', 'bzip2')
 
 # DSP0004 programmatic units: "byte", "byte * 2^30", "byte * 10^9".

@@ -165,6 +165,14 @@ def iter_members(stream):
         if info.type == tarfile.XHDTYPE:
             records = _parse_pax(_read_meta(cursor, info, MAX_PAX_SIZE,
                                             'pax header'))
+            if any(key.startswith('GNU.sparse.') for key in records):
+                # GNU tar's pax sparse formats keep a map inside the data,
+                # which would be read as the file's bytes.
+                raise exception.InvalidPackage(
+                    'tar member %r is a GNU sparse file; an OVA holds only '
+                    'regular files' % records.get(
+                        'GNU.sparse.name', records.get('path', b'?'))
+                    .decode('utf-8', 'replace'))
             if 'path' in records:
                 pending_name = records['path'].decode('utf-8', 'replace')
             if 'size' in records:

@@ -370,3 +370,13 @@ def test_non_ascii_digits(old, new):
         return
     assert d.disks[0].capacity in (None, 10485760)
     assert d.disks[0].address_on_parent in (None, 0)
+
+
+def test_oversized_descriptor_refused_before_parsing():
+    # The parsed tree costs about ten times the text: the size is bounded.
+    data = sample().replace(
+        b'</ovf:Envelope>',
+        b'<ovf:Info>x</ovf:Info>' * (ovf.MAX_DESCRIPTOR_SIZE // 20)
+        + b'</ovf:Envelope>')
+    assert len(data) > ovf.MAX_DESCRIPTOR_SIZE
+    refused(data, 'more than the %d accepted' % ovf.MAX_DESCRIPTOR_SIZE)

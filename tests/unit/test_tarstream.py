@@ -166,6 +166,28 @@ def test_gnu_sparse_member_refused():
         read_all(data)
 
 
+@pytest.mark.parametrize('options', [
+    ['--format=gnu'],
+    ['--format=pax', '--sparse-version=0.1'],
+    ['--format=pax', '--sparse-version=1.0'],
+])
+def test_gnu_tar_sparse_members_refused(tmp_path, options):
+    # GNU tar's pax sparse formats look like regular files with a block map
+    # inside the data; each must be refused, not read as the disk.
+    ovakit.require_tools('tar')
+    (tmp_path / 'vm.ovf').write_bytes(b'<ovf/>')
+    with open(tmp_path / 'disk.vhd', 'wb') as f:
+        f.truncate(4 << 20)
+        f.seek(1 << 20)
+        f.write(b'data')
+    archive = tmp_path / 'vm.ova'
+    ovakit.run('tar', '-c', '--sparse', *options, '-f', str(archive),
+               '-C', str(tmp_path), 'vm.ovf', 'disk.vhd')
+    with pytest.raises(exception.InvalidPackage,
+                       match="'disk.vhd' is a GNU sparse file"):
+        read_all(archive.read_bytes())
+
+
 @pytest.mark.parametrize('name', ['/etc/disk.vhd', '../disk.vhd',
                                   'a/../../disk.vhd', 'a/b/../../../x',
                                   '..', 'C:\\disk.vhd'])
