@@ -68,6 +68,18 @@ def _chunk_name(href, index):
     return '%s.%09d' % (href, index)
 
 
+def _is_chunk_of(name, href):
+    suffix = name[len(href):]
+    return (name.startswith(href) and len(suffix) == 10 and suffix[0] == '.'
+            and suffix[1:].isdigit())
+
+
+def _out_of_order(name, expected):
+    return exception.InvalidPackage(
+        'chunk %s is out of order: %s was expected, and chunks must follow '
+        'each other in sequence' % (name, expected))
+
+
 class _ChunkReader(object):
     """The concatenation of the chunk members of one file.
 
@@ -99,6 +111,9 @@ class _ChunkReader(object):
             if following is None or following.name != _chunk_name(
                     self._disk.href, self._index):
                 if following is not None:
+                    if _is_chunk_of(following.name, self._disk.href):
+                        raise _out_of_order(following.name, _chunk_name(
+                            self._disk.href, self._index))
                     self._members.push_back(following)
                 self._current = None
                 break
@@ -259,6 +274,8 @@ def _read_members(members, digests, on_descriptor, convert_disk):
         elif member.name == first_name and not found:
             found = True
             disk_result = _convert(member, members, disk, wrap, convert_disk)
+        elif disk.chunk_size and _is_chunk_of(member.name, disk.href):
+            raise _out_of_order(member.name, first_name)
         else:
             reader = wrap(member)
             if digests.policy != options.MANIFEST_IGNORE:

@@ -168,20 +168,30 @@ def test_chunk_missing_refused(corpus, tmp_path):
 
     path, _raw = build(corpus, tmp_path, disks=[disk],
                        manifest_algorithm=None, order=drop_second_chunk)
-    refused(path, tmp_path, exception.InvalidDisk)
+    message = refused(path, tmp_path, exception.InvalidPackage)
+    assert '.000000001 was expected' in message
 
 
-def test_chunks_out_of_order_refused(corpus, tmp_path):
+def _swap_second_and_third_chunks(members):
+    i = next(n for n, m in enumerate(members)
+             if m.name.endswith('.000000001'))
+    members[i], members[i + 1] = members[i + 1], members[i]
+    return members
+
+
+def _second_chunk_first(members):
+    i = next(n for n, m in enumerate(members)
+             if m.name.endswith('.000000001'))
+    return [members[0], members[i]] + members[1:i] + members[i + 1:]
+
+
+@pytest.mark.parametrize('order', [_swap_second_and_third_chunks,
+                                   _second_chunk_first])
+def test_chunks_out_of_order_refused(corpus, tmp_path, order):
     disk = ovakit.OvaDisk(corpus.vhd('caml', 'gpt16'), chunk_size=1 * MiB)
-
-    def swap(members):
-        i = next(n for n, m in enumerate(members)
-                 if m.name.endswith('.000000001'))
-        members[i], members[i + 1] = members[i + 1], members[i]
-        return members
-
-    path, _raw = build(corpus, tmp_path, disks=[disk], order=swap)
-    refused(path, tmp_path)
+    path, _raw = build(corpus, tmp_path, disks=[disk], order=order)
+    message = refused(path, tmp_path, exception.InvalidPackage)
+    assert 'out of order' in message
 
 
 def test_extra_non_boot_disks(corpus, tmp_path):
