@@ -25,6 +25,8 @@ import subprocess
 
 import pytest
 
+from tests import ovakit
+
 MiB = 1 << 20
 SECTOR = 512
 
@@ -217,25 +219,6 @@ def flip(path, offset):
     patch(path, offset, bytes([read_at(path, offset, 1)[0] ^ 0xFF]))
 
 
-def _vhd_geometry(total_sectors):
-    """CHS from the VHD specification's appendix algorithm."""
-    total = min(total_sectors, 65535 * 16 * 255)
-    if total >= 65535 * 16 * 63:
-        per_track, heads = 255, 16
-        cyl_heads = total // per_track
-    else:
-        per_track = 17
-        cyl_heads = total // per_track
-        heads = max(4, (cyl_heads + 1023) // 1024)
-        if cyl_heads >= heads * 1024 or heads > 16:
-            per_track, heads = 31, 16
-            cyl_heads = total // per_track
-        if cyl_heads >= heads * 1024:
-            per_track, heads = 63, 16
-            cyl_heads = total // per_track
-    return cyl_heads // heads, heads, per_track
-
-
 def qemu_convert_as_xapi_export(raw, out):
     """RAW -> fixed VHD -> RAW with qemu-img, the VHD labelled as XAPI's.
 
@@ -244,21 +227,8 @@ def qemu_convert_as_xapi_export(raw, out):
     tail: the known truncating conversion.
     """
     require('qemu-img')
-    vhd = str(out) + '.vhd'
-    run('qemu-img', 'convert', '-f', 'raw', '-O', 'vpc', '-o',
-        'subformat=fixed,force_size=on', str(raw), vhd)
-    with open(vhd, 'r+b') as f:
-        f.seek(-512, os.SEEK_END)
-        footer = bytearray(f.read(512))
-        size = int.from_bytes(footer[48:56], 'big')
-        cylinders, heads, per_track = _vhd_geometry(size // SECTOR)
-        footer[28:32] = b'caml'
-        footer[56:60] = cylinders.to_bytes(2, 'big') + bytes(
-            [heads, per_track])
-        footer[64:68] = bytes(4)
-        footer[64:68] = (~sum(footer) & 0xFFFFFFFF).to_bytes(4, 'big')
-        f.seek(-512, os.SEEK_END)
-        f.write(footer)
+    vhd = ovakit.qemu_vhd(str(raw), str(out) + '.vhd', 'fixed')
+    ovakit.set_creator(vhd, 'caml')
     run('qemu-img', 'convert', '-f', 'vpc', '-O', 'raw', vhd, str(out))
     os.unlink(vhd)
     return str(out)
