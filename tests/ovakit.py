@@ -128,15 +128,8 @@ def make_fs_image(path, size, seed=0, data_bytes=1 * MiB):
 
 def copy_sparse(src, dst_fd, offset, chunk=64 * KiB):
     """Copy file ``src`` into ``dst_fd`` at ``offset``; skip zero chunks."""
-    with open(src, 'rb') as f:
-        pos = 0
-        while True:
-            data = f.read(chunk)
-            if not data:
-                break
-            if data.count(0) != len(data):
-                os.pwrite(dst_fd, data, offset + pos)
-            pos += len(data)
+    for pos, data in _nonzero_data(src, chunk):
+        os.pwrite(dst_fd, data, offset + pos)
 
 
 def make_raw_disk(path, size=16 * MiB, table='gpt', fs_size=None, seed=0,
@@ -354,8 +347,8 @@ def qemu_vhd(raw, vhd, subformat='dynamic', force_size=True):
     return vhd
 
 
-def nonzero_chunks(path, chunk=1 * MiB):
-    """Yield (offset, length) of the chunks of ``path`` that are not zero."""
+def _nonzero_data(path, chunk):
+    """Yield (offset, bytes) of the chunks of ``path`` that are not zero."""
     with open(path, 'rb') as f:
         offset = 0
         while True:
@@ -363,8 +356,14 @@ def nonzero_chunks(path, chunk=1 * MiB):
             if not data:
                 return
             if data.count(0) != len(data):
-                yield offset, len(data)
+                yield offset, data
             offset += len(data)
+
+
+def nonzero_chunks(path, chunk=1 * MiB):
+    """Yield (offset, length) of the chunks of ``path`` that are not zero."""
+    for offset, data in _nonzero_data(path, chunk):
+        yield offset, len(data)
 
 
 def qemu_vhd_reverse(raw, vhd, chunk=1 * MiB):
