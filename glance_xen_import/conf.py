@@ -63,6 +63,20 @@ xen_ova_opts = [
                ],
                help='What to do with a Windows guest that still has Xen PV '
                     'drivers enabled.'),
+    cfg.StrOpt('linux_fixup',
+               default=plain.FIXUP_AUTO,
+               choices=[
+                   (plain.FIXUP_AUTO,
+                    'Rewrite Xen device names (/dev/xvd*) and Xen consoles '
+                    'in the guest\'s configuration, and neutralise '
+                    'MAC-bound network names, when that can be done safely '
+                    'in place.'),
+                   (plain.FIXUP_REPORT,
+                    'Only report what would stop the guest booting; never '
+                    'change the disk.'),
+               ],
+               help='What to do with a Linux guest whose configuration '
+                    'still names Xen devices.'),
     cfg.StrOpt('extra_disks',
                default=plain.EXTRA_DISKS_REPORT,
                choices=[
@@ -95,6 +109,7 @@ def pipeline_options(conf):
         default_disk_bus=group.default_disk_bus,
         default_scsi_model=group.default_scsi_model,
         windows_fixup=group.windows_fixup,
+        linux_fixup=group.linux_fixup,
         extra_disks=group.extra_disks,
     )
 

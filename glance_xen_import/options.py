@@ -35,4 +35,5 @@ class Options:
     default_disk_bus: str = 'scsi'
     default_scsi_model: str = 'virtio-scsi'
     windows_fixup: str = FIXUP_AUTO
+    linux_fixup: str = FIXUP_AUTO
     extra_disks: str = EXTRA_DISKS_REPORT

@@ -114,6 +114,12 @@ def _parser():
                          default=options.FIXUP_AUTO,
                          help='neutralise Xen PV drivers in Windows guests '
                               '(auto) or only report them (report)')
+        sub.add_argument('--linux-fixup',
+                         choices=[options.FIXUP_AUTO, options.FIXUP_REPORT],
+                         default=options.FIXUP_AUTO,
+                         help='rewrite Xen device names, consoles and '
+                              'MAC-bound network names in Linux guests '
+                              '(auto) or only report them (report)')
 
     convert = commands.add_parser('convert', help='write the RAW image')
     common(convert)
@@ -134,6 +140,7 @@ def _options(args):
         max_virtual_size=args.max_virtual_size,
         default_disk_bus=args.default_disk_bus,
         windows_fixup=args.windows_fixup,
+        linux_fixup=args.linux_fixup,
         extra_disks=args.extra_disks)
 
 
