@@ -15,6 +15,7 @@
     OVA stream -> package reader -> VHD decoder -> sparse RAW
                -> partition check -> guest inspection
                -> [Windows fixup -> inspection again] -> properties
+               -> [Linux fixup for the chosen bus -> inspection again]
 
 The Glance plugin and the CLI both call :func:`convert`.
 """
@@ -24,6 +25,7 @@ import os
 
 from glance_xen_import import exception
 from glance_xen_import import fixup
+from glance_xen_import.fixup import linux as linux_fixup
 from glance_xen_import.formats import ova
 from glance_xen_import.formats import partitions
 from glance_xen_import.formats import raw
@@ -159,11 +161,27 @@ def _fix_windows(dest_path, layout, guest, package_info, opts):
     return guest, result
 
 
+def _fix_linux(dest_path, layout, guest, package_info, bus, opts):
+    """Apply the Linux fixup when allowed; return (guest, result)."""
+    if (opts.linux_fixup != options_mod.FIXUP_AUTO
+            or not linux_fixup.needs_linux_fixup(guest)):
+        return guest, None
+    result = linux_fixup.apply_linux_fixup(
+        dest_path, layout, guest, bus,
+        os.path.dirname(os.path.abspath(dest_path)))
+    if result.applied:
+        guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
+    return guest, result
+
+
 def _fixup_properties(properties, result):
     if result is None:
         return
     if result.applied:
-        properties['xen_import_fixups_applied'] = ','.join(result.applied)
+        applied = [a for a in properties.get(
+            'xen_import_fixups_applied', '').split(',') if a]
+        properties['xen_import_fixups_applied'] = ','.join(
+            applied + list(result.applied))
     if result.skipped:
         reasons = [r for r in properties.get(
             'xen_import_fixup_reasons', '').split(',') if r]
@@ -181,7 +199,18 @@ def _analyse(dest_path, package, info, allocated, opts):
     guest, fixed = _fix_windows(dest_path, layout, guest, package_info, opts)
     properties = policy.decide(guest, layout, package_info, info.source_tag,
                                opts)
+    guest, linux_fixed = _fix_linux(dest_path, layout, guest, package_info,
+                                    properties['hw_disk_bus'], opts)
+    if linux_fixed is not None:
+        properties = policy.decide(guest, layout, package_info,
+                                   info.source_tag, opts)
     _fixup_properties(properties, fixed)
+    _fixup_properties(properties, linux_fixed)
+    if linux_fixed is not None and linux_fixed.not_edited:
+        found = [f for f in properties.get('xen_import_findings',
+                                           '').split(',') if f]
+        properties['xen_import_findings'] = ','.join(
+            found + ['linux-config-not-editable'])
     if package.skipped_disks:
         properties['xen_import_skipped_disks'] = ','.join(
             '%s:%s' % (d.href, d.capacity if d.capacity is not None else '?')
@@ -190,4 +219,5 @@ def _analyse(dest_path, package, info, allocated, opts):
         virtual_size=info.current_size, allocated_bytes=allocated,
         source=info.source_tag, package=package_info, disk=package.disk,
         other_disks=list(package.skipped_disks), vhd=info, layout=layout,
-        guest=guest, fixup=fixed, properties=properties)
+        guest=guest, fixup=fixed, linux_fixup=linux_fixed,
+        properties=properties)

@@ -147,11 +147,29 @@ FIXUP_REASONS = (
     ('dirty-hive', _dirty_hive),
     ('hibernated', _hibernated),
     ('xvd-device-names', _xvd_device_names),
-    ('xen-console', _xen_console),
     ('pv-only-kernel', _pv_only_kernel),
     ('xen-pv-guest', _xen_pv_guest),
     ('no-boot-code', _no_boot_code),
 )
+
+
+def _mac_bindings(guest, layout):
+    linux = _linux(guest)
+    return bool(linux and linux.mac_bindings)
+
+
+# What is worth knowing but does not stop a boot: a Xen console beside a
+# root KVM can find (the kernel just logs elsewhere), and NIC names or
+# configuration bound to the Xen MAC (the guest boots; its first NIC may
+# come up under another name). Reported in xen_import_findings.
+FINDINGS = (
+    ('xen-console', _xen_console),
+    ('mac-bound-network', _mac_bindings),
+)
+
+
+def findings(guest, layout):
+    return [code for code, test in FINDINGS if test(guest, layout)]
 
 
 def fixup_reasons(guest, layout):
@@ -204,6 +222,9 @@ def decide(guest, layout, package, source, opts):
     properties['xen_import_fixup_required'] = 'true' if reasons else 'false'
     if reasons:
         properties['xen_import_fixup_reasons'] = ','.join(reasons)
+    found = findings(guest, layout)
+    if found:
+        properties['xen_import_findings'] = ','.join(found)
     win = _windows(guest)
     if win is not None and win.enabled_xen_services:
         properties['xen_import_xen_drivers'] = ','.join(

@@ -53,6 +53,7 @@ class Report:
     layout: object             # formats.partitions.DiskLayout
     guest: object = None       # inspect facts
     fixup: object = None       # fixup.FixupResult when a fixup ran
+    linux_fixup: object = None  # fixup.linux.LinuxFixupResult when it ran
     properties: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -78,5 +79,6 @@ class Report:
             'layout': plain(self.layout),
             'guest': plain(self.guest),
             'fixup': plain(self.fixup),
+            'linux_fixup': plain(self.linux_fixup),
             'properties': dict(self.properties),
         }

@@ -42,17 +42,6 @@ class FixupResult:
         return dataclasses.asdict(self)
 
 
-def _partition(layout, location):
-    if location == 'disk':
-        return 0, None
-    if location.startswith('partition '):
-        number = location.split(' ', 1)[1]
-        for partition in layout.partitions:
-            if str(partition.number) == number:
-                return partition.start, partition.size
-    return None
-
-
 def _unsafe_reason(win):
     if win.dirty_hives:
         return 'dirty-hive'
@@ -83,7 +72,7 @@ def apply_windows_fixup(image_path, layout, guest):
     reason = _unsafe_reason(win)
     if reason:
         return FixupResult(skipped=reason)
-    where = _partition(layout, win.location)
+    where = inplace.partition_extent(layout, win.location)
     if where is None:
         return FixupResult(skipped='windows-volume-not-found')
     start, size = where

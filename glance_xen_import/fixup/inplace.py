@@ -10,18 +10,23 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Rewrite bytes of one file inside an NTFS partition of a RAW image.
+"""Rewrite bytes of one file inside a partition of a RAW image.
 
-The file keeps its size, so only its data clusters change: no MFT record,
-no bitmap, no log file, nothing else of the volume is written. The file's
-clusters are found from its data runs (read with libfsntfs); files that are
-resident, sparse or compressed are refused, since their bytes do not sit
-one-to-one in clusters.
+The file keeps its size, so only its data blocks change: no inode, MFT
+record, bitmap, journal or log is written. Where the file's bytes sit on
+the disk comes from its extents (read with libyal: libfsntfs, libfsext,
+libfsxfs); before anything is written that map is proved by reading the
+image at the mapped offsets and comparing with the file's content. Files
+whose bytes do not sit one-to-one in blocks (resident, inline, sparse,
+compressed, unwritten extents) are refused.
 """
 
 import os
+import stat
 
+import pyfsext
 import pyfsntfs
+import pyfsxfs
 
 from glance_xen_import import exception
 from glance_xen_import.inspect import volume
@@ -30,57 +35,114 @@ from glance_xen_import.inspect import volume
 MAX_FILE_SIZE = 1 << 30
 
 
-class NtfsFile(object):
-    """A file of an NTFS partition, read whole and mapped to disk offsets."""
+class NotPlainFile(exception.GuestError):
+    """The path names no file, or something other than a regular file."""
 
-    def __init__(self, image_path, partition_start, partition_size, path):
+
+def partition_extent(layout, location):
+    """(start, size) of an inspection location; size None for 'disk'.
+
+    None for locations that are not a partition of the disk (a logical
+    volume, for one).
+    """
+    if location == 'disk':
+        return 0, None
+    if location.startswith('partition '):
+        number = location.split(' ', 1)[1]
+        for partition in layout.partitions:
+            if str(partition.number) == number:
+                return partition.start, partition.size
+    return None
+
+
+class MappedFile(object):
+    """A file of a partition, read whole and mapped to disk offsets."""
+
+    # The libyal module that opens the partition's file system.
+    reader = None
+    kind = None
+
+    def __init__(self, image_path, partition_start, partition_size, path,
+                 max_size=MAX_FILE_SIZE):
         self.image_path = image_path
         self.path = path
         with volume.ImageFile(image_path) as image:
             view = image.slice(partition_start, partition_size)
-            ntfs = pyfsntfs.volume()
+            fs = self.reader.volume()
             try:
-                ntfs.open_file_object(view)
-                entry = ntfs.get_file_entry_by_path(path)
+                fs.open_file_object(view)
+                entry = fs.get_file_entry_by_path(path)
                 if entry is None:
-                    raise exception.GuestError('%s not found' % path)
+                    raise NotPlainFile('%s not found' % path)
+                self._check_entry(entry)
                 self.size = entry.get_size()
-                if self.size > MAX_FILE_SIZE:
+                if self.size > max_size:
                     raise exception.GuestError(
                         '%s is %d bytes, more than the %d handled'
-                        % (path, self.size, MAX_FILE_SIZE))
-                self.extents = self._extents(entry, partition_start)
+                        % (path, self.size, max_size))
+                self.extents = self._extents(entry, partition_start,
+                                             partition_size)
                 self.data = entry.read_buffer_at_offset(self.size, 0)
             except OSError as exc:
                 raise exception.GuestError('cannot read %s: %s'
                                            % (path, exc))
             finally:
-                ntfs.close()
-        if len(self.data) != self.size:
-            raise exception.GuestError('%s reads short' % path)
+                fs.close()
+            if len(self.data) != self.size:
+                raise exception.GuestError('%s reads short' % path)
+            self._check_map(image)
 
-    def _extents(self, entry, partition_start):
+    def _check_entry(self, entry):
+        """Refuse entries that are not plain files."""
+
+    def _extents(self, entry, partition_start, partition_size):
         """[(file offset, disk offset, length)] covering the whole file."""
         count = entry.get_number_of_extents()
         if count == 0:
             raise exception.GuestError(
-                '%s is resident in its MFT record; it is not patched in '
-                'place' % self.path)
+                '%s has no data extents (resident or inline); it is not '
+                'patched in place' % self.path)
         extents = []
-        position = 0
         for index in range(count):
             offset, length, flags = entry.get_extent(index)
             if flags:
                 raise exception.GuestError(
-                    '%s is sparse or compressed; it is not patched in place'
-                    % self.path)
-            extents.append((position, partition_start + offset, length))
+                    '%s is sparse, compressed or unwritten; it is not '
+                    'patched in place' % self.path)
+            if (offset < 0 or length <= 0
+                    or offset + length > partition_size):
+                raise exception.GuestError(
+                    '%s has an extent outside its file system' % self.path)
+            extents.append((offset, length))
+        return self._file_extents(extents, partition_start)
+
+    def _file_extents(self, extents, partition_start):
+        mapped = []
+        position = 0
+        for offset, length in extents:
+            mapped.append((position, partition_start + offset, length))
             position += length
         if position < self.size:
             raise exception.GuestError(
-                '%s data runs cover %d of its %d bytes'
+                '%s extents cover %d of its %d bytes'
                 % (self.path, position, self.size))
-        return extents
+        claimed = sorted((disk, disk + length)
+                         for _, disk, length in mapped)
+        for (_, end), (start, _) in zip(claimed, claimed[1:]):
+            if start < end:
+                raise exception.GuestError(
+                    '%s claims the same disk block twice' % self.path)
+        return mapped
+
+    def _check_map(self, image):
+        """The bytes at the mapped offsets must be the file's bytes."""
+        for disk_offset, file_offset, length in self.disk_ranges(
+                0, self.size):
+            if image.pread(length, disk_offset) != bytes(
+                    self.data[file_offset:file_offset + length]):
+                raise exception.GuestError(
+                    '%s does not lie where its extents say; it is not '
+                    'patched in place' % self.path)
 
     def disk_ranges(self, start, end):
         """Split file bytes [start, end) into (disk offset, file offset, n)."""
@@ -105,6 +167,38 @@ class NtfsFile(object):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class NtfsFile(MappedFile):
+    """A file of an NTFS partition."""
+
+    reader = pyfsntfs
+    kind = 'ntfs'
+
+
+class _UnixFile(MappedFile):
+    """A regular file of an ext or XFS partition, links not followed."""
+
+    def _check_entry(self, entry):
+        mode = entry.get_file_mode()
+        if not stat.S_ISREG(mode):
+            # A symbolic link may point anywhere in the volume: only the
+            # file at the path named is ever edited.
+            raise NotPlainFile('%s is not a regular file' % self.path)
+
+
+class ExtFile(_UnixFile):
+    """A regular file of an ext2/3/4 partition."""
+
+    reader = pyfsext
+    kind = 'ext'
+
+
+class XfsFile(_UnixFile):
+    """A regular file of an XFS partition."""
+
+    reader = pyfsxfs
+    kind = 'xfs'
 
 
 def _runs(offsets):

@@ -160,6 +160,8 @@ class LinuxFacts:
     xvd_references: typing.List[str] = dataclasses.field(
         default_factory=list)
     xen_console: typing.List[str] = dataclasses.field(default_factory=list)
+    # 'location:path:line' of lines binding a NIC to its Xen MAC address.
+    mac_bindings: typing.List[str] = dataclasses.field(default_factory=list)
     kernels: typing.List[Kernel] = dataclasses.field(default_factory=list)
     boot_location: typing.Optional[str] = None
 

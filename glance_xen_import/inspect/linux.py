@@ -37,9 +37,11 @@ LEGACY_RELEASE_FILES = ('/etc/centos-release', '/etc/redhat-release',
                         '/etc/debian_version')
 # Files that name block devices, relative to the root filesystem.
 ROOT_DEVICE_FILES = ('/etc/fstab', '/etc/crypttab', '/etc/default/grub',
-                     '/etc/grub.conf')
+                     '/etc/grub.conf', '/etc/initramfs-tools/conf.d/resume',
+                     '/etc/kernel/cmdline')
 # Boot loader configs relative to /boot (the root's, or a separate one).
-BOOT_CONFIGS = ('grub/grub.cfg', 'grub2/grub.cfg', 'grub/menu.lst',
+BOOT_CONFIGS = ('grub/grub.cfg', 'grub2/grub.cfg', 'grub2/grubenv',
+                'grub/menu.lst',
                 'grub/grub.conf', 'extlinux/extlinux.conf',
                 'extlinux.conf', 'syslinux/syslinux.cfg')
 BLS_ENTRIES = 'loader/entries'
@@ -60,6 +62,22 @@ _RELEASE_NAMES = (
 )
 _XVD = re.compile(r'/dev/xvd[a-z]+\d*')
 _XEN_CONSOLE = re.compile(r'\bconsole=(?:hvc|xvc)\d*\b')
+# Lines that tie a NIC's name or configuration to its (Xen) MAC address:
+# udev persistent-net rules, ifcfg HWADDR/MACADDR, NetworkManager keyfiles.
+UDEV_MAC = re.compile(rb'ATTRS?\{address\}\s*==', re.IGNORECASE)
+IFCFG_MAC = re.compile(rb'^\s*(?:HWADDR|MACADDR)\s*=')
+KEYFILE_MAC = re.compile(rb'^\s*(?:cloned-)?mac-address\s*=')
+MAC_BINDING_FILES = (
+    ('/etc/udev/rules.d/70-persistent-net.rules', UDEV_MAC),
+)
+MAC_BINDING_DIRECTORIES = (
+    ('/etc/sysconfig/network-scripts', re.compile(r'^ifcfg-[\w.:@-]+$'),
+     IFCFG_MAC),
+    ('/etc/sysconfig/network', re.compile(r'^ifcfg-[\w.:@-]+$'), IFCFG_MAC),
+    ('/etc/NetworkManager/system-connections', re.compile(r'^[\w .@-]+$'),
+     KEYFILE_MAC),
+)
+MAX_NETWORK_FILES = 256
 _KERNEL = re.compile(r'^(?:vmlinuz|vmlinux|kernel)-(.+)$')
 _PV_ONLY_NAME = re.compile(r'(?:xen|xenu)$|[-.]xen(?:[-.]|$)', re.IGNORECASE)
 _PV_ONLY_CONFIG = re.compile(rb'^CONFIG_X86(?:_64)?_XEN=y', re.MULTILINE)
@@ -210,6 +228,30 @@ def _scan_esp(fs, linux, seen):
             _scan_file(fs, '/EFI/%s/%s' % (vendor, name), linux, seen)
 
 
+def _mac_lines(fs, path, pattern, linux):
+    try:
+        data = fs.read(path, MAX_TEXT_BYTES)
+    except filesystem.FileTooLarge:
+        return
+    for number, line in enumerate((data or b'').splitlines(), 1):
+        if line.lstrip().startswith(b'#') or not pattern.search(line):
+            continue
+        if len(linux.mac_bindings) < MAX_REFERENCES:
+            linux.mac_bindings.append('%s:%s:%d' % (fs.location, path,
+                                                    number))
+
+
+def scan_mac_bindings(root, linux):
+    """Record lines binding a NIC to its MAC address (see MAC_BINDING_*)."""
+    for path, pattern in MAC_BINDING_FILES:
+        _mac_lines(root, path, pattern, linux)
+    for directory, names, pattern in MAC_BINDING_DIRECTORIES:
+        for name in sorted(root.listdir(directory,
+                                        limit=MAX_NETWORK_FILES)):
+            if names.match(name):
+                _mac_lines(root, '%s/%s' % (directory, name), pattern, linux)
+
+
 def inspect(root, volumes):
     """(facts.LinuxFacts, distro, version) for the root filesystem."""
     linux = facts.LinuxFacts(location=root.location)
@@ -232,6 +274,7 @@ def inspect(root, volumes):
                 linux.release_text = text.strip()[:MAX_LINE]
                 distro, version = distro_from_release_text(path, text)
                 break
+    scan_mac_bindings(root, linux)
     seen = set()
     for path in ROOT_DEVICE_FILES:
         _scan_file(root, path, linux, seen)

@@ -261,13 +261,23 @@ def test_bcd_with_unchecked_or_matching_devices_is_fine():
 @pytest.mark.parametrize('field, value, code', [
     ('xvd_references', ['p1:/etc/fstab:1: /dev/xvda1 / ext4'],
      'xvd-device-names'),
-    ('xen_console', ['p1:/boot/grub/menu.lst:3: kernel ... console=hvc0'],
-     'xen-console'),
     ('kernels', [facts.Kernel('vmlinuz-2.6.18-419.el5xen', True, 'name')],
      'pv-only-kernel'),
 ])
 def test_linux_reasons(field, value, code):
     assert _reasons(decide(linux_guest(**{field: value}))) == [code]
+
+
+@pytest.mark.parametrize('field, value, code', [
+    ('xen_console', ['p1:/boot/grub/menu.lst:3: kernel ... console=hvc0'],
+     'xen-console'),
+    ('mac_bindings', ['p1:/etc/sysconfig/network-scripts/ifcfg-eth0:2'],
+     'mac-bound-network'),
+])
+def test_linux_findings_are_not_fixup_reasons(field, value, code):
+    properties = decide(linux_guest(**{field: value}))
+    assert properties['xen_import_fixup_required'] == 'false'
+    assert properties['xen_import_findings'] == code
 
 
 def test_one_normal_kernel_is_enough():
@@ -341,9 +351,10 @@ EXPECTED = {
         'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi',
         'hw_vif_model': 'virtio', 'hw_firmware_type': 'bios',
         'xen_import_fixup_required': 'true',
-        'xen_import_fixup_reasons': 'xvd-device-names,xen-console,'
+        'xen_import_fixup_reasons': 'xvd-device-names,'
                                     'pv-only-kernel,xen-pv-guest,'
-                                    'no-boot-code'},
+                                    'no-boot-code',
+        'xen_import_findings': 'xen-console'},
     'debian12': {
         'os_type': 'linux', 'os_distro': 'debian', 'os_version': '12',
         'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi',
@@ -359,8 +370,9 @@ EXPECTED = {
         'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi',
         'hw_vif_model': 'virtio', 'hw_firmware_type': 'bios',
         'xen_import_fixup_required': 'true',
-        'xen_import_fixup_reasons': 'xvd-device-names,xen-console,'
-                                    'xen-pv-guest,no-boot-code'},
+        'xen_import_fixup_reasons': 'xvd-device-names,'
+                                    'xen-pv-guest,no-boot-code',
+        'xen_import_findings': 'xen-console'},
     'data-only': {
         'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi',
         'hw_vif_model': 'e1000', 'hw_firmware_type': 'bios',

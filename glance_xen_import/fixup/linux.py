@@ -1,0 +1,279 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The offline Linux fixup: Xen device names, consoles and MAC bindings.
+
+For each file system of the guest that holds configuration (the root, and
+a separate /boot), in this order:
+
+1. plan: read each known configuration file (regular files only, at most
+   MAX_FILE_BYTES) and compute its same-length rewrite (linuxconf);
+2. check the file system with its own tools before anything is written
+   (fscheck), and for XFS compare their block map with ours;
+3. write the changed bytes in place (inplace), then read them back with
+   the independent tool and check the file system again;
+4. on any doubt, put every original byte of that file system back.
+
+Nothing is mounted and no guest code runs.
+"""
+
+import logging
+
+from glance_xen_import import exception
+from glance_xen_import.fixup import fscheck
+from glance_xen_import.fixup import inplace
+from glance_xen_import.fixup import linuxconf
+from glance_xen_import.inspect import filesystem
+from glance_xen_import.inspect import volume
+
+LOG = logging.getLogger(__name__)
+
+# Configuration files are small; a bigger one is not edited.
+MAX_FILE_BYTES = 1 << 20
+MAX_DIRECTORY_FILES = 256
+
+_WRITERS = {'ext': inplace.ExtFile, 'xfs': inplace.XfsFile}
+
+
+class LinuxFixupResult(object):
+    """What the Linux fixup changed, and what it could not change."""
+
+    def __init__(self, prefix=b'sd'):
+        self.files = []        # 'location:/path:edit', for the report
+        self.not_edited = []   # 'location:/path: reason'
+        self.changed_bytes = 0
+        self._prefix = prefix.decode()
+
+    @property
+    def applied(self):
+        """Short action names for xen_import_fixups_applied."""
+        names = {'device-names': 'device-names:%s' % self._prefix,
+                 'console': 'console:tty0', 'mac-binding': 'mac-binding'}
+        done = {entry.rsplit(':', 1)[1] for entry in self.files}
+        return [names[edit] for edit in sorted(done)]
+
+    # Files left alone are not a reason of their own: inspection still
+    # sees what they name (xvd-device-names), and says so.
+    skipped = None
+
+    def to_dict(self):
+        return {'applied': self.applied, 'files': list(self.files),
+                'not_edited': list(self.not_edited),
+                'changed_bytes': self.changed_bytes}
+
+
+def needs_linux_fixup(guest):
+    """True for a Linux guest whose configuration names Xen things."""
+    linux = getattr(guest, 'linux', None)
+    if linux is None:
+        return False
+    return bool(linux.xvd_references or linux.xen_console
+                or getattr(linux, 'mac_bindings', None))
+
+
+def _kind(guest, location):
+    for info in guest.volumes:
+        if info.location == location:
+            return info.kind
+    return None
+
+
+def _candidates(image_path, start, size, location, files, directories):
+    """[(path, edits)] of the files to look at on one file system."""
+    found = list(files)
+    with volume.ImageFile(image_path) as image:
+        fs = filesystem.open_filesystem(image.slice(start, size), location)
+        if fs is None:
+            return found
+        try:
+            for directory, pattern, edits in directories:
+                names = fs.listdir(directory, limit=MAX_DIRECTORY_FILES)
+                for name in sorted(names):
+                    if pattern.search(name):
+                        found.append(('%s/%s' % (directory, name), edits))
+        finally:
+            fs.close()
+    return found
+
+
+class _Volume(object):
+    """The planned edits on one file system, applied all or none."""
+
+    def __init__(self, image_path, location, start, size, kind, result):
+        self.image_path = image_path
+        self.location = location
+        self.start = start
+        self.size = size
+        self.kind = kind
+        self.result = result
+        self.edits = []   # (MappedFile, new bytes, changed offsets, names)
+
+    def plan(self, files, directories, prefix):
+        writer = _WRITERS[self.kind]
+        for path, edits in _candidates(self.image_path, self.start,
+                                       self.size, self.location, files,
+                                       directories):
+            try:
+                mapped = writer(self.image_path, self.start, self.size,
+                                path, max_size=MAX_FILE_BYTES)
+            except inplace.NotPlainFile:
+                # Links are edited through their targets' own entries,
+                # never followed: they may point anywhere in the volume.
+                continue
+            except exception.GuestError as exc:
+                self._not_edited(path, exc)
+                continue
+            new, names = linuxconf.rewrite(bytes(mapped.data), edits, prefix)
+            if new != mapped.data:
+                changed = {i for i, (a, b) in enumerate(zip(mapped.data, new))
+                           if a != b}
+                self.edits.append((mapped, new, changed, names))
+
+    def _not_edited(self, path, reason):
+        self.result.not_edited.append('%s:%s: %s' % (self.location, path,
+                                                     reason))
+
+    def _checker(self, scratch_dir):
+        if self.kind == 'ext':
+            return fscheck.ExtChecker(self.image_path, self.start, self.size)
+        return fscheck.XfsChecker(self.image_path, self.start, self.size,
+                                  scratch_dir)
+
+    def apply(self, scratch_dir):
+        if not self.edits:
+            return
+        try:
+            checker = self._checker(scratch_dir)
+        except exception.GuestError as exc:
+            return self._refuse(exc)
+        written = []
+        try:
+            checker.check('before')
+            if self.kind == 'xfs':
+                self._compare_maps(checker)
+            for mapped, new, changed, _ in self.edits:
+                written.append((mapped, changed))
+                mapped.write_back(new, changed)
+            self._verify(checker)
+        except exception.GuestError as exc:
+            for mapped, changed in written:
+                mapped.write_back(mapped.data, changed)
+            return self._refuse(exc)
+        finally:
+            checker.close()
+        for mapped, new, changed, names in self.edits:
+            for name in names:
+                self.result.files.append('%s:%s:%s' % (
+                    self.location, mapped.path, name))
+            self.result.changed_bytes += len(changed)
+
+    def _refuse(self, reason):
+        LOG.warning('Linux fixup not applied on %s: %s', self.location,
+                    reason)
+        for mapped, _, _, _ in self.edits:
+            self._not_edited(mapped.path, reason)
+
+    def _compare_maps(self, checker):
+        for mapped, _, _, _ in self.edits:
+            theirs = checker.disk_map(mapped.path)
+            ours = [(disk - self.start, length)
+                    for _, disk, length in mapped.extents]
+            if _blocks(theirs) != _blocks(ours):
+                raise exception.GuestError(
+                    'xfs_db maps %s to other blocks than libfsxfs does'
+                    % mapped.path)
+
+    def _verify(self, checker):
+        with volume.ImageFile(self.image_path) as image:
+            for mapped, new, _, _ in self.edits:
+                for disk, offset, length in mapped.disk_ranges(0,
+                                                               mapped.size):
+                    if image.pread(length, disk) != new[offset:
+                                                        offset + length]:
+                        raise exception.GuestError(
+                            '%s reads back other bytes than written'
+                            % mapped.path)
+        if self.kind == 'ext':
+            for mapped, new, _, _ in self.edits:
+                if checker.read(mapped.path, mapped.size) != new:
+                    raise exception.GuestError(
+                        'debugfs reads other bytes from %s than written'
+                        % mapped.path)
+        else:
+            checker.apply([(disk - self.start, new[offset:offset + length])
+                           for mapped, new, _, _ in self.edits
+                           for disk, offset, length in mapped.disk_ranges(
+                               0, mapped.size)])
+        checker.check('after')
+
+
+def _blocks(extents):
+    """Merge adjacent (offset, length) runs, so maps compare by coverage."""
+    merged = []
+    for offset, length in sorted(extents):
+        if merged and merged[-1][0] + merged[-1][1] == offset:
+            merged[-1] = (merged[-1][0], merged[-1][1] + length)
+        else:
+            merged.append((offset, length))
+    return merged
+
+
+def apply_linux_fixup(image_path, layout, guest, bus, scratch_dir):
+    """Rewrite the guest's Xen names for a boot on ``bus`` (hw_disk_bus).
+
+    :returns: a LinuxFixupResult. Files it could not edit safely are
+        listed in ``not_edited`` and left byte for byte as they were.
+    """
+    prefix = linuxconf.disk_prefix(bus)
+    result = LinuxFixupResult(prefix)
+    if not needs_linux_fixup(guest):
+        return result
+    linux = guest.linux
+    targets = [(linux.location, linuxconf.ROOT_FILES,
+                linuxconf.ROOT_DIRECTORIES)]
+    boot_files = [(name, edits) for name, edits in linuxconf.BOOT_FILES]
+    boot_dirs = list(linuxconf.BOOT_DIRECTORIES)
+    boot_location = getattr(linux, 'boot_location', None)
+    if boot_location:
+        targets.append((boot_location, [('/' + name, edits)
+                                        for name, edits in boot_files],
+                        [('/' + d, p, e) for d, p, e in boot_dirs]))
+    else:
+        targets[0] = (linux.location,
+                      list(linuxconf.ROOT_FILES) + [
+                          ('/boot/' + name, edits)
+                          for name, edits in boot_files],
+                      list(linuxconf.ROOT_DIRECTORIES) + [
+                          ('/boot/' + d, p, e) for d, p, e in boot_dirs])
+    for location, files, directories in targets:
+        where = inplace.partition_extent(layout, location)
+        kind = _kind(guest, location)
+        if where is None or kind not in _WRITERS:
+            result.not_edited.append(
+                '%s: %s file system not edited in place' % (
+                    location, 'a logical volume' if where is None
+                    else 'a %s' % kind))
+            continue
+        start, size = where
+        if size is None:
+            size = layout_size(image_path)
+        target = _Volume(image_path, location, start, size, kind, result)
+        target.plan(files, directories, prefix)
+        target.apply(scratch_dir)
+    if result.files:
+        LOG.info('Linux fixup applied: %s', ', '.join(result.files))
+    return result
+
+
+def layout_size(image_path):
+    with volume.ImageFile(image_path) as image:
+        return image.size
