@@ -44,9 +44,10 @@ MAX_SEGMENTS = 64
 MAX_MODULES = 20000
 
 _CHUNK = 64 * 1024
-# zstd expands one input byte to at most ~32 KiB (an RLE block): small
-# input slices keep one call's output bounded.
-_ZSTD_SLICE = 1024
+# python-zstandard's decompressobj has no output bound, and zstd turns 4
+# bytes (an RLE block) into 128 KiB: 256-byte slices keep one call's
+# output under 8 MiB.
+_ZSTD_SLICE = 256
 _LZ4_LEGACY_MAGIC = 0x184C2102
 _LZ4_LEGACY_BLOCK = 8 * 1024 * 1024
 _HEADER = 110
