@@ -242,7 +242,7 @@ def test_bls_without_grub_cfg(tmp_path):
                             'x86_64.conf' % MACHINE)
 
 
-# -- legacy GRUB (CentOS 6) and the Debian links -------------------------------
+# -- legacy GRUB (CentOS 6) and the Debian links ------------------------------
 
 def test_centos6_grub_conf_on_a_separate_boot(tmp_path):
     with ext4(tmp_path, {'/grub/grub.conf': CENTOS6_GRUB_CONF,
