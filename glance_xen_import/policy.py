@@ -15,7 +15,10 @@
 The disk bus follows what the guest can boot from, as virt-v2v decides
 it for its OpenStack output: a boot-ready virtio-scsi driver, else a
 boot-ready virtio-blk driver, else IDE (on the i440fx 'pc' machine, as
-q35 has no IDE bus). Linux guests and guests nobody recognised get the
+q35 has no IDE bus). A Linux guest gets the best bus its default boot
+entry's initramfs and kernel have drivers for (virtio-scsi, virtio-blk,
+IDE, SATA); one that has none, whose initramfs could not be read, or
+whose drivers nobody could tell, and guests nobody recognised, get the
 operator's default. The xen_import_* properties say whether the guest
 still carries something that stops it booting or working on KVM.
 """
@@ -62,6 +65,14 @@ def _anything(guest, opts):
     return True
 
 
+def _linux_boots_from(bus):
+    def test(guest, opts):
+        linux = _linux(guest)
+        return bool(linux and not linux.initramfs_unreadable and
+                    linux.kvm_buses and linux.kvm_buses[0] == bus)
+    return test
+
+
 # The disk bus table: the first row whose test holds decides
 # (hw_disk_bus, hw_scsi_model). A callable value reads the options.
 DISK_BUS_TABLE = (
@@ -69,6 +80,10 @@ DISK_BUS_TABLE = (
     (_vioscsi_ready, ('scsi', 'virtio-scsi')),
     (_viostor_ready, ('virtio', None)),
     (_is_windows, ('ide', None)),
+    (_linux_boots_from('virtio-scsi'), ('scsi', 'virtio-scsi')),
+    (_linux_boots_from('virtio-blk'), ('virtio', None)),
+    (_linux_boots_from('ide'), ('ide', None)),
+    (_linux_boots_from('sata'), ('sata', None)),
     (_anything, (lambda opts: opts.default_disk_bus,
                  lambda opts: opts.default_scsi_model)),
 )
@@ -126,6 +141,18 @@ def _pv_only_kernel(guest, layout):
     return bool(linux and linux.pv_only_kernel)
 
 
+def _initramfs_unreadable(guest, layout):
+    # Fail closed: an initramfs nobody could read may lack every driver.
+    linux = _linux(guest)
+    return bool(linux and linux.initramfs_unreadable)
+
+
+def _initramfs_lacks_kvm_storage(guest, layout):
+    linux = _linux(guest)
+    return bool(linux and not linux.initramfs_unreadable and
+                linux.kvm_buses == [])
+
+
 def _xen_pv_guest(guest, layout):
     return bool(guest is not None and guest.pv_guest)
 
@@ -148,6 +175,8 @@ FIXUP_REASONS = (
     ('hibernated', _hibernated),
     ('xvd-device-names', _xvd_device_names),
     ('pv-only-kernel', _pv_only_kernel),
+    ('initramfs-unreadable', _initramfs_unreadable),
+    ('initramfs-lacks-kvm-storage', _initramfs_lacks_kvm_storage),
     ('xen-pv-guest', _xen_pv_guest),
     ('no-boot-code', _no_boot_code),
 )
@@ -229,6 +258,13 @@ def decide(guest, layout, package, source, opts):
     if win is not None and win.enabled_xen_services:
         properties['xen_import_xen_drivers'] = ','.join(
             win.enabled_xen_services)
+    linux = _linux(guest)
+    if _initramfs_lacks_kvm_storage(guest, layout):
+        properties['xen_import_missing_drivers'] = ','.join(
+            linux.missing_drivers)
+        if linux.rescue_initramfs is not None:
+            properties['xen_import_rescue_initramfs'] = (
+                linux.rescue_initramfs.path)
     if source:
         properties['xen_import_source'] = source
     return properties

@@ -150,6 +150,39 @@ class Kernel:
 
 
 @dataclasses.dataclass
+class BootEntry:
+    """The entry the guest's boot loader starts by default.
+
+    Paths are as the config writes them (relative to the file system
+    the boot loader reads: the root's or a separate /boot).
+    """
+    source: str
+    kind: str   # grub2, bls, grub-legacy or symlink
+    title: typing.Optional[str] = None
+    kernel: typing.Optional[str] = None
+    initrds: typing.List[str] = dataclasses.field(default_factory=list)
+    cmdline: typing.Optional[str] = None
+    version: typing.Optional[str] = None
+
+
+@dataclasses.dataclass
+class Initramfs:
+    """An initramfs, summarised; complete False if it was not read."""
+    path: str
+    generator: typing.Optional[str] = None
+    compressions: typing.List[str] = dataclasses.field(default_factory=list)
+    modules: int = 0
+    kernel_versions: typing.List[str] = dataclasses.field(
+        default_factory=list)
+    complete: bool = False
+    reason: typing.Optional[str] = None
+    # KVM storage buses it can boot from; the drivers each one lacks.
+    buses: typing.List[str] = dataclasses.field(default_factory=list)
+    missing: typing.Dict[str, typing.List[str]] = dataclasses.field(
+        default_factory=dict)
+
+
+@dataclasses.dataclass
 class LinuxFacts:
     location: str
     release_file: typing.Optional[str] = None
@@ -164,10 +197,24 @@ class LinuxFacts:
     mac_bindings: typing.List[str] = dataclasses.field(default_factory=list)
     kernels: typing.List[Kernel] = dataclasses.field(default_factory=list)
     boot_location: typing.Optional[str] = None
+    boot_entry: typing.Optional[BootEntry] = None
+    initramfs: typing.Optional[Initramfs] = None
+    # KVM storage buses (virtio-scsi, virtio-blk, ide, sata) the default
+    # entry boots from, best first; None when nobody could tell.
+    kvm_buses: typing.Optional[typing.List[str]] = None
+    # Drivers the best bus lacks (its primary drivers and dependencies).
+    missing_drivers: typing.List[str] = dataclasses.field(
+        default_factory=list)
+    # A dracut rescue image (generic) that holds what the default lacks.
+    rescue_initramfs: typing.Optional[Initramfs] = None
 
     @property
     def pv_only_kernel(self):
         return bool(self.kernels) and all(k.pv_only for k in self.kernels)
+
+    @property
+    def initramfs_unreadable(self):
+        return self.initramfs is not None and not self.initramfs.complete
 
 
 @dataclasses.dataclass

@@ -77,9 +77,17 @@ class Filesystem:
     def lookup(self, path):
         """The entry at path (links followed), or None."""
         try:
-            return self._resolve(path)
+            return self._resolve(path)[0]
         except _READ_ERRORS:
             return None
+
+    def realpath(self, path):
+        """path with its links followed ('/a/b'), or None if missing."""
+        try:
+            entry, components = self._resolve(path)
+        except _READ_ERRORS:
+            return None
+        return None if entry is None else '/' + '/'.join(components)
 
     def exists(self, path):
         return self.lookup(path) is not None
@@ -191,20 +199,20 @@ class Filesystem:
             candidate = resolved + [name]
             entry = self._entry_at(candidate)
             if entry is None:
-                return None
+                return None, None
             target = self._link_target(entry)
             if target is None:
                 resolved = candidate
                 continue
             hops += 1
             if hops > MAX_SYMLINK_HOPS or not target:
-                return None
+                return None, None
             if target.startswith('/'):
                 resolved = []
             pending = [p for p in target.split('/')
                        if p not in ('', '.')] + pending
             entry = self._entry_at(resolved)
-        return entry
+        return entry, resolved
 
     def _entry_at(self, components):
         if not components:
@@ -220,8 +228,8 @@ class _WindowsFilesystem(Filesystem):
     def _resolve(self, path):
         components = [p for p in path.split('/') if p not in ('', '.')]
         if '..' in components:
-            return None
-        return self._entry_at(components)
+            return None, None
+        return self._entry_at(components), components
 
     def _entry_by_path(self, path):
         return self._handle.get_file_entry_by_path(path.replace('/', '\\'))

@@ -21,8 +21,10 @@ Xen PV guests (CentOS 5 kernel-xen, SLES kernel-xen: CONFIG_X86_XEN).
 import re
 import shlex
 
+from glance_xen_import.inspect import bootentry
 from glance_xen_import.inspect import facts
 from glance_xen_import.inspect import filesystem
+from glance_xen_import.inspect import kvmstorage
 
 # Config files are small; anything bigger is not a config file.
 MAX_TEXT_BYTES = 1024 * 1024
@@ -279,6 +281,7 @@ def inspect(root, volumes):
     for path in ROOT_DEVICE_FILES:
         _scan_file(root, path, linux, seen)
     _scan_boot(root, '/boot', linux, seen)
+    boot_dirs = [(root, '/boot')]
     for fs in volumes:
         if fs is root:
             continue
@@ -287,4 +290,7 @@ def inspect(root, volumes):
         elif looks_like_boot(fs):
             linux.boot_location = fs.location
             _scan_boot(fs, '', linux, seen)
+            boot_dirs.insert(0, (fs, ''))
+    linux.boot_entry = bootentry.find(boot_dirs)
+    kvmstorage.examine(root, boot_dirs, linux.boot_entry, linux)
     return linux, distro, version

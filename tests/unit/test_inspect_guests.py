@@ -389,6 +389,30 @@ def test_debian_needs_nothing(inspected, disks):
     assert 'VERSION_ID="%s"' % guest.version in text
 
 
+def test_debian_initramfs_has_kvm_storage(inspected, disks, tmp_path):
+    linux = inspected('debian12').linux
+    entry = linux.boot_entry
+    assert (entry.kind, entry.source, entry.kernel, entry.initrds) == (
+        'grub2', 'partition 1:/boot/grub/grub.cfg',
+        '/boot/vmlinuz-6.1.0-13-amd64', ['/boot/initrd.img-6.1.0-13-amd64'])
+    summary = linux.initramfs
+    assert summary.complete and summary.compressions == ['gzip']
+    assert summary.generator == 'initramfs-tools'
+    assert linux.kvm_buses == ['virtio-scsi', 'virtio-blk', 'ide']
+    # The same image, taken out by debugfs and listed by lsinitramfs.
+    _tool('debugfs')
+    _tool('lsinitramfs')
+    out = tmp_path / 'initrd.img'
+    subprocess.run(
+        ['debugfs', '-R', 'dump /boot/initrd.img-6.1.0-13-amd64 %s' % out,
+         '%s?offset=%d' % (disks('debian12'), 2048 * SECTOR)], check=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    names = subprocess.run(['lsinitramfs', str(out)], check=True,
+                           stdout=subprocess.PIPE, text=True).stdout.split()
+    modules = [n for n in names if n.endswith('.ko')]
+    assert summary.modules == len(modules) == 13
+
+
 def test_rocky_on_xfs_with_uefi(inspected, disks, tmp_path):
     guest = inspected('rocky9-uefi')
     assert (guest.distro, guest.version) == ('rocky', '9.3')

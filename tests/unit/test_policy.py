@@ -351,9 +351,10 @@ EXPECTED = {
         'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi',
         'hw_vif_model': 'virtio', 'hw_firmware_type': 'bios',
         'xen_import_fixup_required': 'true',
+        # Its initrd is a 2-byte gzip stub: read, it fails closed.
         'xen_import_fixup_reasons': 'xvd-device-names,'
-                                    'pv-only-kernel,xen-pv-guest,'
-                                    'no-boot-code',
+                                    'pv-only-kernel,initramfs-unreadable,'
+                                    'xen-pv-guest,no-boot-code',
         'xen_import_findings': 'xen-console'},
     'debian12': {
         'os_type': 'linux', 'os_distro': 'debian', 'os_version': '12',
@@ -370,8 +371,10 @@ EXPECTED = {
         'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi',
         'hw_vif_model': 'virtio', 'hw_firmware_type': 'bios',
         'xen_import_fixup_required': 'true',
+        # menu.lst names an initrd that is not on the disk.
         'xen_import_fixup_reasons': 'xvd-device-names,'
-                                    'xen-pv-guest,no-boot-code',
+                                    'initramfs-unreadable,xen-pv-guest,'
+                                    'no-boot-code',
         'xen_import_findings': 'xen-console'},
     'data-only': {
         'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi',
