@@ -14,6 +14,8 @@
 
 import dataclasses
 
+from glance_xen_import import sanitize
+
 
 @dataclasses.dataclass(frozen=True)
 class PackageInfo:
@@ -67,7 +69,8 @@ class Report:
                 return value.to_dict()
             return dataclasses.asdict(value)
 
-        return {
+        # Strings from the package can be long; JSON escapes the rest.
+        return sanitize.structure({
             'virtual_size': self.virtual_size,
             'allocated_bytes': self.allocated_bytes,
             'source': self.source,
@@ -79,4 +82,4 @@ class Report:
             'guest': plain(self.guest),
             'fixup': plain(self.fixup),
             'properties': dict(self.properties),
-        }
+        })

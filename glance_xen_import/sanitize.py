@@ -126,6 +126,23 @@ def joined(items, limit=MAX_PROPERTY, separator=','):
     return separator.join(out)
 
 
+# A string of a JSON report: JSON escapes every hidden character itself.
+MAX_JSON_TEXT = 4096
+
+
+def structure(value, limit=MAX_JSON_TEXT):
+    """Strings in nested dicts and lists cut to ``limit`` characters."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else (
+            value[:limit - len(_ELLIPSIS)] + _ELLIPSIS)
+    if isinstance(value, dict):
+        return {structure(k, limit): structure(v, limit)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [structure(v, limit) for v in value]
+    return value
+
+
 def property_value(value):
     """A Glance property value: escaped and capped at 255 characters."""
     return text(value, MAX_PROPERTY)

@@ -160,8 +160,10 @@ class FakePipeline(object):
         self.progress_steps = progress_steps
         self.calls = []
 
-    def __call__(self, source, dest_path, opts=None, progress=None):
+    def __call__(self, source, dest_path, opts=None, progress=None,
+                 partial_prefix=None):
         self.calls.append((source, dest_path, opts))
+        self.partial_prefix = partial_prefix
         assert not os.path.exists(dest_path)
         for done, total in self.progress_steps:
             progress(done, total)
