@@ -34,6 +34,7 @@ from glance_xen_import import inspect as guest_inspect
 from glance_xen_import import options as options_mod
 from glance_xen_import import policy
 from glance_xen_import import report as report_mod
+from glance_xen_import import sanitize
 
 # Read size on the input; large enough that per-call overhead vanishes.
 READ_SIZE = 4 << 20
@@ -100,8 +101,10 @@ def _converter(writer, opts, directory):
 
     def convert_disk(reader, size, disk):
         def on_metadata(info, upper_bound):
+            # Checked before any data is written: a fixed VHD's length gives
+            # its size too, and a refusal now costs no output.
             if disk.capacity is not None and disk.capacity != (
-                    info.current_size) and info.disk_type == 'dynamic':
+                    info.current_size):
                 raise exception.InvalidPackage(
                     'OVF gives disk %s a capacity of %d bytes but its VHD '
                     'holds %d bytes' % (disk.href, disk.capacity,
@@ -110,7 +113,7 @@ def _converter(writer, opts, directory):
 
         info = vhd.decode(reader, writer, member_size=size,
                           max_virtual_size=opts.max_virtual_size,
-                          on_metadata=on_metadata)
+                          on_metadata=on_metadata, capacity=disk.capacity)
         if disk.capacity is not None and disk.capacity != info.current_size:
             raise exception.InvalidPackage(
                 'OVF gives disk %s a capacity of %d bytes but its VHD holds '
@@ -120,30 +123,47 @@ def _converter(writer, opts, directory):
     return convert_disk
 
 
-def convert(source, dest_path, opts=None, progress=None):
+def convert(source, dest_path, opts=None, progress=None,
+            partial_prefix=None):
     """Convert the OVA ``source`` into a RAW image at ``dest_path``.
 
+    The RAW is written, inspected and fixed under a temporary name in the
+    same directory and given ``dest_path`` only once all of that
+    succeeded, so no process death ever leaves a partial image under the
+    final name.
+
     :param source: a path, or a binary file object read front to back once.
-    :param dest_path: where the RAW goes; must not exist. It is removed
-        again when anything fails.
+    :param dest_path: where the RAW goes; must not exist.
     :param opts: an options.Options.
     :param progress: optional ``progress(done_bytes, total_bytes_or_None)``.
-    :returns: a report.Report.
+    :param partial_prefix: the temporary name, less a random suffix; by
+        default ``.DEST.partial-`` beside DEST (raw.partial_prefix).
+    :returns: a report.Report; its untrusted strings are sanitised in
+        ``properties`` (sanitize.properties).
     :raises: exception.XenImportError with a one-line reason.
     """
     opts = opts or options_mod.Options()
     directory = os.path.dirname(os.path.abspath(dest_path))
-    writer = raw.SparseWriter(dest_path)
+    if os.path.lexists(dest_path):
+        raise exception.XenImportError(
+            'cannot create %s: it exists already' % dest_path)
+    writer = raw.SparseWriter(
+        dest_path, prefix=partial_prefix or raw.partial_prefix(dest_path))
     try:
         with _open_source(source) as (stream, total):
             reader = _ProgressReader(stream, total, progress)
             package = ova.read_package(
                 reader, _converter(writer, opts, directory),
                 opts.manifest_policy,
-                on_descriptor=lambda d: _check_extra_disks(d, opts))
+                on_descriptor=lambda d: _check_extra_disks(d, opts),
+                max_disk_size=opts.max_virtual_size)
         info = package.disk_result
         writer.finish(info.current_size)
-        return _analyse(dest_path, package, info, writer.data_bytes, opts)
+        report = _analyse(writer.path, package, info, writer.data_bytes,
+                          opts)
+        report.properties = sanitize.properties(report.properties)
+        raw.publish(writer.path, dest_path)
+        return report
     except BaseException:
         writer.abort()
         raise
@@ -212,8 +232,10 @@ def _analyse(dest_path, package, info, allocated, opts):
         properties['xen_import_findings'] = ','.join(
             found + ['linux-config-not-editable'])
     if package.skipped_disks:
-        properties['xen_import_skipped_disks'] = ','.join(
-            '%s:%s' % (d.href, d.capacity if d.capacity is not None else '?')
+        # href:capacity items; hrefs percent-encoded (sanitize.list_item).
+        properties['xen_import_skipped_disks'] = sanitize.joined(
+            '%s:%s' % (sanitize.list_item(d.href),
+                       d.capacity if d.capacity is not None else '?')
             for d in package.skipped_disks)
     return report_mod.Report(
         virtual_size=info.current_size, allocated_bytes=allocated,

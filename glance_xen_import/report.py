@@ -14,6 +14,8 @@
 
 import dataclasses
 
+from glance_xen_import import sanitize
+
 
 @dataclasses.dataclass(frozen=True)
 class PackageInfo:
@@ -68,7 +70,8 @@ class Report:
                 return value.to_dict()
             return dataclasses.asdict(value)
 
-        return {
+        # Strings from the package can be long; JSON escapes the rest.
+        return sanitize.structure({
             'virtual_size': self.virtual_size,
             'allocated_bytes': self.allocated_bytes,
             'source': self.source,
@@ -81,4 +84,4 @@ class Report:
             'fixup': plain(self.fixup),
             'linux_fixup': plain(self.linux_fixup),
             'properties': dict(self.properties),
-        }
+        })

@@ -1371,3 +1371,81 @@ def vhd_mutations(data):
                          st.integers(max(0, size - 4096), size)),
         'extra': st.one_of(st.just(b''), st.binary(max_size=1024)),
     })
+
+
+# --- Compression bombs: real gzip/bzip2 streams of zeros, built small ---
+
+BOMB_UNIT = 64 * MiB
+COMPRESSORS = {'gzip': ['gzip', '-9', '-c'], 'bzip2': ['bzip2', '-9', '-c']}
+
+
+def compress(data, kind):
+    """``data`` compressed by the real gzip or bzip2 tool."""
+    return subprocess.run(COMPRESSORS[kind], input=data, check=True,
+                          stdout=subprocess.PIPE).stdout
+
+
+def compressed_zeros_unit(kind, _cache={}):
+    """One gzip/bzip2 member holding BOMB_UNIT zeros, made by the tool.
+
+    The zeros are piped from /dev/zero, so no test holds them in memory.
+    """
+    if kind not in _cache:
+        with open('/dev/zero', 'rb') as zero:
+            head = subprocess.Popen(['head', '-c', str(BOMB_UNIT)],
+                                    stdin=zero, stdout=subprocess.PIPE)
+            out = subprocess.run(COMPRESSORS[kind], stdin=head.stdout,
+                                 stdout=subprocess.PIPE, check=True).stdout
+            head.stdout.close()
+            head.wait()
+        _cache[kind] = out
+    return _cache[kind]
+
+
+def write_zero_bomb(out, kind, size):
+    """Append a stream of ``size`` zeros (a multiple of BOMB_UNIT) to ``out``.
+
+    Both formats allow members one after the other (RFC 1952 2.2; bzip2
+    streams concatenate the same way), so repeating one member makes a
+    real stream of any length from a few KiB of memory.
+    """
+    assert size % BOMB_UNIT == 0
+    unit = compressed_zeros_unit(kind)
+    for _ in range(size // BOMB_UNIT):
+        out.write(unit)
+
+
+def tar_header(name, size):
+    """The 512-byte (or longer, GNU) tar header of a regular file."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 1700000000
+    return info.tobuf(tarfile.GNU_FORMAT)
+
+
+def tar_member_ends(tar_path):
+    """Byte offsets at which each member of a plain tar ends (padded)."""
+    ends = []
+    with tarfile.open(tar_path, 'r:') as tar:
+        for info in tar:
+            ends.append(info.offset_data + _round_up(info.size, 512))
+    return ends
+
+
+def splice_zero_member(tar_path, out_path, after, name, size, kind='gzip'):
+    """Compress the tar at ``tar_path`` whole, with one member inserted.
+
+    The member ``name`` of ``size`` zero bytes goes after the first
+    ``after`` members; the result is a whole-stream gzip (or bzip2) OVA
+    like XenCenter's ``.ova.gz`` whose zeros cost only their compressed
+    size.
+    """
+    with open(tar_path, 'rb') as f:
+        data = f.read()
+    cut = tar_member_ends(tar_path)[after - 1]
+    with open(out_path, 'wb') as out:
+        out.write(compress(data[:cut] + tar_header(name, size), kind))
+        write_zero_bomb(out, kind, size)
+        out.write(compress(data[cut:], kind))
+    return out_path

@@ -17,12 +17,16 @@
 
 SOURCE may be ``-`` for standard input. On success the exit status is 0;
 on a refused input it is 1, with one line on stderr and no DEST left.
+SIGTERM, SIGHUP and SIGINT stop the run the same way, with status 128 plus
+the signal number; the RAW only ever gets the name DEST once complete, so
+even SIGKILL leaves nothing there (at most a ``.DEST.partial-*`` file).
 """
 
 import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -30,11 +34,28 @@ import time
 from glance_xen_import import exception
 from glance_xen_import import options
 from glance_xen_import import pipeline
+from glance_xen_import import sanitize
 
 PROG = 'glance-xen-import'
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+class Stopped(BaseException):
+    """A stop signal arrived; unwinding removes partial output."""
+
+    def __init__(self, signum):
+        super(Stopped, self).__init__(signum)
+        self.signum = signum
+
+
+def _on_stop_signal(signum, frame):
+    # The first signal unwinds and cleans up; more must not cut that short.
+    for other in _STOP_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
+    raise Stopped(signum)
 
 
 class ProgressBar(object):
@@ -161,24 +182,29 @@ def _print_report(report, args):
         json.dump(report.to_dict(), sys.stdout, sort_keys=True)
         sys.stdout.write('\n')
         return
-    print('source:        %s' % report.source)
+    show = sanitize.text
+    print('source:        %s' % show(report.source))
     print('virtual size:  %d bytes' % report.virtual_size)
     print('data written:  %d bytes' % report.allocated_bytes)
     print('manifest:      %s' % report.manifest)
     layout = report.layout
     print('partitions:    %s, %d partition(s)%s' % (
         layout.scheme, len(layout.partitions),
-        ', whole-disk %s' % layout.filesystem if layout.filesystem else ''))
+        ', whole-disk %s' % show(layout.filesystem)
+        if layout.filesystem else ''))
     for disk in report.other_disks:
-        print('not converted: %s (%s bytes)' % (disk.href, disk.capacity))
+        print('not converted: %s (%s bytes)' % (show(disk.href),
+                                                disk.capacity))
     print('properties:')
     for key, value in sorted(report.properties.items()):
-        print('  %s=%s' % (key, value))
+        print('  %s=%s' % (show(key), show(value, sanitize.MAX_PROPERTY)))
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
     scratch = None
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _on_stop_signal)
     try:
         if args.command == 'convert':
             dest = args.dest
@@ -194,8 +220,9 @@ def main(argv=None):
         return 0
     except exception.XenImportError as exc:
         _fail(str(exc), EXIT_REFUSED)
-    except KeyboardInterrupt:
-        _fail('interrupted', 130)
+    except Stopped as stop:
+        _fail('stopped by %s; partial output removed'
+              % signal.Signals(stop.signum).name, 128 + stop.signum)
     except Exception as exc:
         _fail('internal error: %s: %s' % (type(exc).__name__, exc),
               EXIT_INTERNAL)
@@ -205,7 +232,7 @@ def main(argv=None):
 
 
 def _fail(reason, status):
-    reason = ' '.join(str(reason).split())
+    reason = sanitize.line(reason)
     sys.stderr.write('%s: error: %s\n' % (PROG, reason))
     sys.exit(status)
 

@@ -38,10 +38,25 @@ class Cursor(object):
         self.error = error
         self.pos = 0
         self._pushed = b''
+        self._limit = None
+        self._limit_reason = None
+
+    def set_limit(self, limit, reason):
+        """Refuse with ``reason`` as soon as a byte past ``limit`` is read.
+
+        At most one byte past the limit is ever asked of the stream, so a
+        decompressor underneath never expands more than that.
+        """
+        self._limit = limit
+        self._limit_reason = reason
+        if self.pos > limit:
+            raise self.error(reason)
 
     def read(self, size):
         """Read up to ``size`` bytes; fewer only at the end of the stream."""
         parts = []
+        if self._limit is not None:
+            size = min(size, max(self._limit + 1 - self.pos, 0))
         wanted = size
         if self._pushed:
             parts.append(self._pushed[:wanted])
@@ -55,6 +70,8 @@ class Cursor(object):
             wanted -= len(data)
         data = parts[0] if len(parts) == 1 else b''.join(parts)
         self.pos += len(data)
+        if self._limit is not None and self.pos > self._limit:
+            raise self.error(self._limit_reason)
         return data
 
     def peek(self, size):

@@ -70,32 +70,66 @@ def parse(data):
     return entries
 
 
-class HashingReader(object):
-    """Pass reads through while computing the digests a manifest may ask.
+class DigestWorker(object):
+    """The one helper thread that digests every member of a package.
 
-    Digesting runs on a helper thread (hashlib lets go of the GIL for large
-    buffers), so it overlaps with decoding and writing instead of adding to
-    them. The queue between the two is bounded, and so is the memory.
+    hashlib lets go of the GIL for large buffers, so digesting overlaps
+    with decoding and writing instead of adding to them. One thread serves
+    the whole stream however many members it has; the queue between the
+    two is bounded, and so is the memory.
     """
 
     # Chunks waiting to be hashed; each is at most one read of the caller.
     QUEUE_DEPTH = 4
 
-    def __init__(self, stream, algorithms=('sha1', 'sha256')):
-        self._stream = stream
-        self._hashes = {a: hashlib.new(a) for a in algorithms}
+    def __init__(self):
         self._queue = queue.Queue(self.QUEUE_DEPTH)
         self._thread = None
-        self._finished = False
 
-    def _worker(self):
-        hashes = list(self._hashes.values())
+    def _run(self):
         while True:
-            data = self._queue.get()
-            if data is None:
-                return
-            for digest in hashes:
-                digest.update(data)
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                hashes, data = item
+                for digest in hashes:
+                    digest.update(data)
+            finally:
+                self._queue.task_done()
+
+    def submit(self, hashes, data):
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name='manifest-digest', daemon=True)
+            self._thread.start()
+        self._queue.put((hashes, data))
+
+    def wait(self):
+        """Return once everything submitted so far is digested."""
+        if self._thread is not None:
+            self._queue.join()
+
+    def close(self):
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+
+class HashingReader(object):
+    """Pass reads through while computing the digests a manifest may ask.
+
+    :param worker: the DigestWorker to hash on; by default one of its own.
+    """
+
+    def __init__(self, stream, algorithms=('sha1', 'sha256'), worker=None):
+        self._stream = stream
+        self._hashes = {a: hashlib.new(a) for a in algorithms}
+        self._digests = tuple(self._hashes.values())
+        self._own_worker = worker is None
+        self._worker = DigestWorker() if worker is None else worker
+        self._finished = False
 
     def read(self, size=-1):
         data = self._stream.read(size)
@@ -103,18 +137,16 @@ class HashingReader(object):
             if self._finished:
                 raise exception.XenImportError(
                     'internal error: data read after its digest was taken')
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._worker, name='manifest-digest', daemon=True)
-                self._thread.start()
-            self._queue.put(data)
+            self._worker.submit(self._digests, data)
         return data
 
     def close(self):
-        """Stop the helper thread; the digests are final afterwards."""
-        if self._thread is not None and not self._finished:
-            self._queue.put(None)
-            self._thread.join()
+        """Wait for the digests of what was read; they are final then."""
+        if not self._finished:
+            if self._own_worker:
+                self._worker.close()
+            else:
+                self._worker.wait()
         self._finished = True
 
     def hexdigest(self, algorithm):

@@ -27,10 +27,17 @@ from glance_xen_import.formats import compression
 from glance_xen_import.formats import manifest
 from glance_xen_import.formats import ovf
 from glance_xen_import.formats import tarstream
+from glance_xen_import.formats import vhd
 from glance_xen_import import options
 
 # Digests computed for members that stream by before the manifest does.
 _LATE_MANIFEST_ALGORITHMS = ('sha1', 'sha256')
+# Members the descriptor does not reference (notes, a second descriptor)
+# are read past and never used; together they may hold this many bytes.
+# Reading past costs decompressing them when the whole OVA is compressed.
+MAX_UNREFERENCED_BYTES = 1 << 20
+# A .cert holds one X.509 certificate and a signature of the manifest.
+MAX_CERT_SIZE = 1 << 20
 
 
 @dataclasses.dataclass
@@ -127,6 +134,61 @@ class _ChunkReader(object):
         return b''
 
 
+def _file_bound(disk, max_disk_size):
+    """Most bytes the package file of ``disk`` can hold.
+
+    ovf:size cannot serve: XenCenter writes the SR's physical utilisation
+    there, not the file's length. The capacity bounds the VHD instead; gzip
+    and bzip2 grow incompressible data by well under 1%.
+    """
+    declared = max_disk_size if disk.capacity is None else min(
+        disk.capacity, max_disk_size)
+    bound = vhd.file_size_bound(declared)
+    if disk.compression:
+        bound += bound // 100 + (1 << 20)
+    return declared, bound
+
+
+class _SizeBudget(object):
+    """Refuse members larger than the descriptor lets them be.
+
+    Every byte of a member is read, if only to skip it, and in a compressed
+    OVA every byte read is decompressed: the tar header's size is checked
+    against the descriptor before any of its data is.
+    """
+
+    def __init__(self, disks, max_disk_size):
+        self._bounds = {d.href: _file_bound(d, max_disk_size) for d in disks}
+        self._used = {}
+        self._unreferenced = 0
+
+    def _owner(self, name):
+        if name in self._bounds:
+            return name
+        if len(name) > 10 and _is_chunk_of(name, name[:-10]):
+            if name[:-10] in self._bounds:
+                return name[:-10]
+        return None
+
+    def admit(self, member):
+        href = self._owner(member.name)
+        if href is None:
+            self._unreferenced += member.size
+            if self._unreferenced > MAX_UNREFERENCED_BYTES:
+                raise exception.InvalidPackage(
+                    'member %s is not referenced by the OVF descriptor and '
+                    'such members may hold %d bytes in all; it is %d bytes'
+                    % (member.name, MAX_UNREFERENCED_BYTES, member.size))
+            return
+        declared, bound = self._bounds[href]
+        used = self._used.get(href, 0) + member.size
+        if used > bound:
+            raise exception.InvalidPackage(
+                'file %s holds more than %d bytes, the most the VHD of a '
+                'disk of %d bytes can take' % (href, bound, declared))
+        self._used[href] = used
+
+
 class _Digests(object):
     """Digests of the members, checked against the manifest."""
 
@@ -135,6 +197,7 @@ class _Digests(object):
         self.entries = None
         self.signed = False
         self._pending = []        # (name, HashingReader)
+        self._worker = manifest.DigestWorker()
 
     def wrap(self, member):
         if self.policy == options.MANIFEST_IGNORE:
@@ -146,7 +209,7 @@ class _Digests(object):
         else:
             raise exception.InvalidPackage(
                 'member %s is not listed in the manifest' % member.name)
-        reader = manifest.HashingReader(member, algorithms)
+        reader = manifest.HashingReader(member, algorithms, self._worker)
         self._pending.append((member.name, reader))
         return reader
 
@@ -179,9 +242,8 @@ class _Digests(object):
                 'damaged or altered' % (algorithm.upper(), name))
 
     def close(self):
-        """Stop the digest threads of members not yet checked."""
-        for _name, reader in self._pending:
-            reader.close()
+        """Stop the digest thread."""
+        self._worker.close()
 
     def check_read(self):
         """Check the members read so far, once the manifest is known."""
@@ -223,7 +285,8 @@ def _read_descriptor(members, digests):
     return first.name, ovf.parse(digests.wrap(first).read())
 
 
-def read_package(stream, convert_disk, manifest_policy, on_descriptor=None):
+def read_package(stream, convert_disk, manifest_policy, on_descriptor=None,
+                 max_disk_size=options.DEFAULT_MAX_VIRTUAL_SIZE):
     """Read an OVA from ``stream`` and convert its boot disk.
 
     :param convert_disk: called as ``convert_disk(reader, size, disk)``
@@ -233,17 +296,20 @@ def read_package(stream, convert_disk, manifest_policy, on_descriptor=None):
     :param manifest_policy: one of the options.MANIFEST_* values.
     :param on_descriptor: called with the ovf.Descriptor before any disk
         data is read; may refuse the package by raising.
+    :param max_disk_size: the largest disk accepted; bounds the files of
+        disks whose capacity the descriptor does not give.
     """
     members = _Members(stream)
     digests = _Digests(manifest_policy)
     try:
         return _read_members(members, digests, on_descriptor,
-                             convert_disk)
+                             convert_disk, max_disk_size)
     finally:
         digests.close()
 
 
-def _read_members(members, digests, on_descriptor, convert_disk):
+def _read_members(members, digests, on_descriptor, convert_disk,
+                  max_disk_size):
     ovf_name, descriptor = _read_descriptor(members, digests)
     if on_descriptor is not None:
         on_descriptor(descriptor)
@@ -255,8 +321,10 @@ def _read_members(members, digests, on_descriptor, convert_disk):
     first_name = (_chunk_name(disk.href, 0) if disk.chunk_size
                   else disk.href)
     names = [ovf_name]
+    budget = _SizeBudget(descriptor.disks, max_disk_size)
 
     def wrap(member):
+        budget.admit(member)
         names.append(member.name)
         return digests.wrap(member)
 
@@ -269,6 +337,10 @@ def _read_members(members, digests, on_descriptor, convert_disk):
             digests.take_manifest(member)
         elif lower.endswith('.cert'):
             # The signature covers the manifest; noted, not checked.
+            if member.size > MAX_CERT_SIZE:
+                raise exception.InvalidPackage(
+                    'certificate %s is %d bytes, more than the %d accepted'
+                    % (member.name, member.size, MAX_CERT_SIZE))
             names.append(member.name)
             digests.signed = True
         elif member.name == first_name and not found:

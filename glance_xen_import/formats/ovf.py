@@ -46,6 +46,10 @@ DISK_RESOURCE_TYPES = ('17', '19', '31')
 # Real descriptors are a few KiB (tens for multi-VM appliances); the parsed
 # tree takes about ten times the text, so this bounds memory as well.
 MAX_DESCRIPTOR_SIZE = 1 << 20
+# DSP0243 nests at most a dozen levels (Envelope, collections, systems,
+# sections, Items, their properties); walking deeper trees recursively
+# would exhaust the Python stack, so they are refused while parsing.
+MAX_DEPTH = 64
 COMPRESSIONS = ('gzip', 'bzip2')
 
 # DSP0004 programmatic units: "byte", "byte * 2^30", "byte * 10^9".
@@ -105,12 +109,32 @@ def _decode(data):
             'OVF descriptor is neither UTF-8 nor UTF-16 text')
 
 
+class _DepthLimitedBuilder(etree.TreeBuilder):
+    """A TreeBuilder that refuses elements nested deeper than MAX_DEPTH."""
+
+    def __init__(self):
+        super(_DepthLimitedBuilder, self).__init__()
+        self._depth = 0
+
+    def start(self, tag, attrs):
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise exception.InvalidPackage(
+                'OVF descriptor nests elements more than %d deep' % MAX_DEPTH)
+        return super(_DepthLimitedBuilder, self).start(tag, attrs)
+
+    def end(self, tag):
+        self._depth -= 1
+        return super(_DepthLimitedBuilder, self).end(tag)
+
+
 def _parse_xml(data):
     text = _decode(data)
     # The declaration may name an encoding the bytes are not in (XenCenter
     # writes utf-16 over UTF-8); the text is decoded already, so drop it.
     text = re.sub(r'^\s*<\?xml[^>]*\?>', '', text, count=1)
-    parser = safe_etree.DefusedXMLParser(forbid_dtd=True,
+    parser = safe_etree.DefusedXMLParser(target=_DepthLimitedBuilder(),
+                                         forbid_dtd=True,
                                          forbid_entities=True,
                                          forbid_external=True)
     try:

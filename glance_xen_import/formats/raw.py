@@ -18,7 +18,9 @@ the file is finally truncated to the virtual size, which leaves every range
 that was never written as a hole too.
 """
 
+import errno
 import os
+import secrets
 
 from glance_xen_import import exception
 
@@ -64,18 +66,64 @@ def _zeros(length, _cache={}):
     return _cache[length]
 
 
-class SparseWriter(object):
-    """Write a RAW disk image at ``path``, which must not exist yet."""
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_CLOEXEC', 0)
 
-    def __init__(self, path):
-        self.path = path
-        self.data_bytes = 0
-        try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                               | getattr(os, 'O_CLOEXEC', 0), 0o600)
-        except OSError as exc:
+
+def partial_prefix(dest_path):
+    """``.DEST.partial-``: the hidden name a RAW has until it is complete."""
+    head, tail = os.path.split(dest_path)
+    return os.path.join(head, '.%s.partial-' % tail)
+
+
+def publish(path, dest_path):
+    """Give the finished file at ``path`` the name ``dest_path``.
+
+    The name appears only now, complete, and never replaces a file that
+    took it meanwhile: link(2) refuses an existing name, where rename(2)
+    would overwrite it.
+    """
+    try:
+        os.link(path, dest_path)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
             raise exception.XenImportError(
-                'cannot create %s: %s' % (path, exc.strerror))
+                'cannot create %s: %s' % (dest_path, exc.strerror))
+        # A filesystem without hard links: check, then rename.
+        if os.path.lexists(dest_path):
+            raise exception.XenImportError(
+                'cannot create %s: %s' % (dest_path,
+                                          os.strerror(errno.EEXIST)))
+        os.rename(path, dest_path)
+        return
+    os.unlink(path)
+
+
+class SparseWriter(object):
+    """Write a RAW disk image at ``path``, which must not exist yet.
+
+    :param prefix: when given, ``path`` is ignored and the file is created
+        as ``prefix`` and a random suffix (O_EXCL, retried on a clash).
+    """
+
+    def __init__(self, path, prefix=None):
+        self.data_bytes = 0
+        for _attempt in range(100):
+            self.path = path if prefix is None else (
+                prefix + secrets.token_hex(4))
+            try:
+                self._fd = os.open(self.path, _CREATE, 0o600)
+                return
+            except FileExistsError:
+                if prefix is None:
+                    raise exception.XenImportError(
+                        'cannot create %s: %s' % (self.path,
+                                                  os.strerror(errno.EEXIST)))
+            except OSError as exc:
+                raise exception.XenImportError(
+                    'cannot create %s: %s' % (self.path, exc.strerror))
+        raise exception.XenImportError(
+            'cannot create a file named %s*: every name tried exists'
+            % prefix)
 
     def __enter__(self):
         return self

@@ -194,6 +194,12 @@ def iter_members(stream):
         size = pending_size if pending_size is not None else info.size
         pending_name = pending_size = None
         if info.type == tarfile.DIRTYPE:
+            # Directories hold no data (GNU dumpdir lists, at most, names);
+            # skipping a large one could mean decompressing it.
+            if size > MAX_PAX_SIZE:
+                raise exception.InvalidPackage(
+                    'tar directory entry %r carries %d bytes of data, more '
+                    'than the %d accepted' % (name[:80], size, MAX_PAX_SIZE))
             cursor.skip_to(cursor.pos + size + (-size % BLOCK),
                            'directory %s' % name)
             continue

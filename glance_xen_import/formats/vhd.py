@@ -60,6 +60,9 @@ MAX_BLOCK_SIZE = 256 << 20
 MAX_BAT_ENTRIES = 1 << 21
 # Data is handed to the sink in pieces of at most this many bytes.
 CHUNK = 4 << 20
+# Room a dynamic VHD may hold besides its headers, BAT and blocks: blktap's
+# batmap and writers' alignment padding take well under this.
+LAYOUT_SLACK = 8 << 20
 
 _FOOTER = struct.Struct('>8sIIQI4sI4sQQHBBII16sB')
 _HEADER = struct.Struct('>8sQQIII')
@@ -193,8 +196,40 @@ def _check_current_size(footer, max_virtual_size, where):
             'bytes' % (size, max_virtual_size))
 
 
+def file_size_bound(capacity):
+    """Most bytes a VHD of a disk of ``capacity`` bytes can hold.
+
+    The worst case is a fully allocated dynamic disk of 512-byte blocks,
+    each behind a 512-byte sector bitmap (twice the data), with the
+    largest BAT accepted, the header, footer copy and footer.
+    """
+    return (2 * capacity + 2 * FOOTER_SIZE + HEADER_SIZE
+            + 4 * MAX_BAT_ENTRIES)
+
+
+def _declared_bounds(cursor, member_size, capacity, max_virtual_size):
+    """Bound the stream by the disk size the package declares.
+
+    Decompressed or chunked data has no length of its own: without these
+    bounds a small input could expand into any number of bytes before the
+    VHD's own metadata is even reached.
+    """
+    declared = max_virtual_size if capacity is None else min(
+        capacity, max_virtual_size)
+    limit = file_size_bound(declared)
+    reason = ('VHD runs past %d bytes, the most a disk of %d bytes can '
+              'take' % (limit, declared))
+    if member_size is not None and member_size > limit:
+        raise exception.InvalidDisk('VHD of %d bytes is larger than %d, the '
+                                    'most a disk of %d bytes can take'
+                                    % (member_size, limit, declared))
+    cursor.set_limit(limit, reason)
+    return declared
+
+
 def decode(stream, sink, member_size=None,
-           max_virtual_size=2040 * 1024 ** 3, on_metadata=None):
+           max_virtual_size=2040 * 1024 ** 3, on_metadata=None,
+           capacity=None):
     """Convert the VHD read from ``stream`` into RAW written to ``sink``.
 
     :param stream: object with ``read(n)``; read once, front to back.
@@ -205,6 +240,9 @@ def decode(stream, sink, member_size=None,
     :param max_virtual_size: refuse disks larger than this many bytes.
     :param on_metadata: called once as ``on_metadata(info, upper_bound)``
         before any data is written, with the most bytes the RAW can take up.
+    :param capacity: the disk size the package declares (the OVF
+        capacity), when it does. It bounds the bytes read before the VHD
+        metadata is known, and the data of a fixed VHD of unknown length.
     :returns: a :class:`VhdInfo`.
     :raises: exception.InvalidDisk or exception.UnsupportedDisk.
     """
@@ -212,6 +250,8 @@ def decode(stream, sink, member_size=None,
     if member_size is not None and member_size < FOOTER_SIZE + SECTOR - 1:
         raise exception.InvalidDisk(
             'VHD of %d bytes is too short to hold a footer' % member_size)
+    declared = _declared_bounds(cursor, member_size, capacity,
+                                max_virtual_size)
     head = cursor.read_exact(SECTOR, 'first sector')
     if head[:8] == FOOTER_COOKIE:
         copy = Footer.parse(head, 'footer copy')
@@ -229,7 +269,7 @@ def decode(stream, sink, member_size=None,
         # A fixed disk has no copy at the start: this sector is disk data
         # that happens to look like a footer, and is converted as such.
     return _decode_fixed(cursor, head, sink, member_size, max_virtual_size,
-                         on_metadata)
+                         on_metadata, declared)
 
 
 def _split_tail(tail, total):
@@ -244,7 +284,7 @@ def _split_tail(tail, total):
 
 
 def _decode_fixed(cursor, head, sink, member_size, max_virtual_size,
-                  on_metadata):
+                  on_metadata, declared):
     if member_size is not None:
         data_size = member_size - FOOTER_SIZE
         if member_size % SECTOR == SECTOR - 1:
@@ -257,6 +297,12 @@ def _decode_fixed(cursor, head, sink, member_size, max_virtual_size,
             on_metadata(VhdInfo('fixed', '?', 0, data_size), data_size)
         return _copy_fixed_known(cursor, head, sink, data_size,
                                  member_size, max_virtual_size)
+    # A fixed VHD is its data and a footer: the declared size bounds it.
+    cursor.set_limit(declared + FOOTER_SIZE,
+                     'fixed VHD holds more than the %d bytes of data its '
+                     'declared size allows' % declared)
+    if on_metadata is not None:
+        on_metadata(VhdInfo('fixed', '?', 0, declared), declared)
     return _copy_fixed_unknown(cursor, head, sink, max_virtual_size)
 
 
@@ -417,6 +463,23 @@ def _block_order(bat, n_blocks, span_sectors, first_sector, last_sector):
     return allocated, True, iter(order)
 
 
+def _limit_dynamic(cursor, member_size, table_end, allocated, span):
+    """Bound the file by what its metadata says it holds.
+
+    After the BAT come the allocated blocks and the footer; a gap of more
+    than LAYOUT_SLACK plus one block span is data no block points at.
+    """
+    limit = table_end + (allocated + 1) * span + LAYOUT_SLACK + FOOTER_SIZE
+    reason = ('dynamic VHD runs past %d bytes, the most its %d allocated '
+              'blocks and its metadata take' % (limit, allocated))
+    if member_size is not None and member_size > limit:
+        raise exception.InvalidDisk(
+            'dynamic VHD of %d bytes is larger than %d, the most its %d '
+            'allocated blocks and its metadata take' % (
+                member_size, limit, allocated))
+    cursor.set_limit(limit, reason)
+
+
 def _decode_dynamic(cursor, copy, sink, member_size, max_virtual_size,
                     on_metadata):
     _check_current_size(copy, max_virtual_size, 'footer copy')
@@ -456,6 +519,7 @@ def _decode_dynamic(cursor, copy, sink, member_size, max_virtual_size,
         last_sector = (member_size - FOOTER_SIZE) // SECTOR
     allocated, out_of_order, order = _block_order(
         bat, n_blocks, span // SECTOR, table_end // SECTOR, last_sector)
+    _limit_dynamic(cursor, member_size, table_end, allocated, span)
     _check_batmap(cursor, copy.creator)
     info = VhdInfo('dynamic', copy.creator, copy.creator_version, size,
                    header.block_size, allocated, out_of_order)

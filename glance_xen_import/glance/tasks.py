@@ -33,6 +33,7 @@ without it, which would store OVAs unconverted; a converter that cannot
 be imported must instead fail the import with a message that says so.
 """
 
+import glob
 import os
 import time
 
@@ -42,6 +43,7 @@ from taskflow import task
 
 from glance_xen_import import exception
 from glance_xen_import.glance import middleware
+from glance_xen_import import sanitize
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -52,6 +54,11 @@ STAGING_STORE = 'os_glance_staging_store'
 
 OVA_CONTAINER = 'ova'
 RAW_SUFFIX = '.xenova.raw'
+# The RAW is written as <image_id>.xenova.raw.partial-XXXXXXXX and renamed
+# when complete; the <image_id>. prefix keeps it in reach of Glance's
+# staging cleaner (housekeeping.StagingStoreCleaner) once the image is
+# deleted, and the next import of the image removes it before starting.
+PARTIAL_INFIX = '.partial-'
 # Glance's own bookkeeping properties; never snapshot or restore them.
 RESERVED_PREFIX = 'os_glance'
 
@@ -187,7 +194,13 @@ class ConvertOva(task.Task):
         # once the image is deleted, so a crash leaves nothing for good.
         self.dest_path = os.path.join(os.path.dirname(self.src_path),
                                       image_id + RAW_SUFFIX)
-        _remove(self.dest_path)  # a leftover of an interrupted attempt
+        # Leftovers of an attempt a crash or a kill interrupted.
+        _remove(self.dest_path)
+        for stale in glob.glob(glob.escape(self.dest_path + PARTIAL_INFIX)
+                               + '*'):
+            LOG.info('xen-ova import of image %s: removing %s, left by an '
+                     'interrupted attempt', image_id, stale)
+            _remove(stale)
 
         try:
             pipeline = load_pipeline()
@@ -200,19 +213,23 @@ class ConvertOva(task.Task):
         LOG.info('xen-ova import of image %s: converting the OVA',
                  image_id)
         try:
-            report = pipeline.convert(self.src_path, self.dest_path,
-                                      opts=self.opts, progress=progress)
+            report = pipeline.convert(
+                self.src_path, self.dest_path, opts=self.opts,
+                progress=progress,
+                partial_prefix=self.dest_path + PARTIAL_INFIX)
         except exception.XenImportError as exc:
+            reason = sanitize.line(exc)
             LOG.warning('xen-ova import of image %s refused: %s',
-                        image_id, exc)
-            raise upload_error('xen-ova: %s' % exc)
+                        image_id, reason)
+            raise upload_error('xen-ova: %s' % reason)
         except OSError as exc:
             LOG.error('xen-ova import of image %s failed: %s', image_id, exc)
             raise upload_error('xen-ova: conversion failed: %s'
                                % (exc.strerror or exc))
         size = os.stat(self.dest_path).st_size
         LOG.info('xen-ova import of image %s: converted %s, %s; virtual '
-                 'size %d bytes, %d bytes of data', image_id, report.source,
+                 'size %d bytes, %d bytes of data', image_id,
+                 sanitize.text(report.source),
                  progress.summary(), report.virtual_size,
                  report.allocated_bytes)
         return {

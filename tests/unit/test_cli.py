@@ -192,3 +192,35 @@ def test_installed_console_script(tmp_path, ova):
                            '--json'], capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert isinstance(json.loads(proc.stdout)['virtual_size'], int)
+
+
+def test_hostile_href_stays_on_one_line(corpus, tmp_path):
+    """Newlines, bidi overrides and 200k characters from an href."""
+    boot = ovakit.OvaDisk(corpus.vhd('caml', 'gpt16'))
+    path = str(tmp_path / 'vm.ova')
+    descriptor = ovakit.ovf_descriptor([boot]).replace(
+        boot.href.encode(),
+        b'fake&#10;properties:&#10;  os_type=evil&#x202e;' + b'y' * 200000)
+    ovakit.make_ova(path, [boot], ovf=descriptor, manifest_algorithm=None)
+    status, out, err = cli('convert', path, str(tmp_path / 'o.raw'))
+    assert_refused(status, out, err)
+    assert '\u202e' not in err and 'os_type=evil' not in err.splitlines()
+    assert len(err) < 1200
+    assert os.listdir(tmp_path) == ['vm.ova']
+
+
+def test_hostile_extra_href_in_text_report(corpus, tmp_path):
+    boot = ovakit.OvaDisk(corpus.vhd('caml', 'gpt16'))
+    extra = ovakit.OvaDisk(path='x', capacity=1 << 24, file_size=1,
+                           href='PLACEHOLDER.vhd', boot=False, address=1)
+    descriptor = ovakit.ovf_descriptor([boot, extra]).replace(
+        b'PLACEHOLDER.vhd', b'd,e&#10;  os_type=evil&#x202e;.vhd')
+    path = str(tmp_path / 'vm.ova')
+    ovakit.make_ova(path, [boot], ovf=descriptor)
+    status, out, err = cli('convert', path, str(tmp_path / 'o.raw'))
+    assert status == 0, err
+    lines = out.splitlines()
+    assert '  os_type=evil' not in lines
+    assert '\u202e' not in out
+    assert ('not converted: d,e\\x0a  os_type=evil\\u202e.vhd (16777216 '
+            'bytes)') in lines

@@ -160,8 +160,10 @@ class FakePipeline(object):
         self.progress_steps = progress_steps
         self.calls = []
 
-    def __call__(self, source, dest_path, opts=None, progress=None):
+    def __call__(self, source, dest_path, opts=None, progress=None,
+                 partial_prefix=None):
         self.calls.append((source, dest_path, opts))
+        self.partial_prefix = partial_prefix
         assert not os.path.exists(dest_path)
         for done, total in self.progress_steps:
             progress(done, total)
@@ -330,6 +332,23 @@ def test_leftover_raw_of_an_earlier_attempt_is_replaced(monkeypatch,
     run(FakeWrapper(FakeImage()), staging)
     with open(raw_path(staging), 'rb') as f:
         assert f.read(2) == b'\xeb\x63'
+
+
+def test_partials_of_a_killed_attempt_are_removed(monkeypatch, staging):
+    """A SIGKILLed worker leaves <id>.xenova.raw.partial-*; never for good."""
+    fake = FakePipeline()
+    use_pipeline(monkeypatch, fake)
+    stale = [raw_path(staging) + '.partial-%s' % s for s in ('1a2b', '[x]')]
+    other = os.path.join(os.path.dirname(raw_path(staging)),
+                         'another-image.xenova.raw.partial-1a2b')
+    for path in stale + [other]:
+        with open(path, 'wb') as f:
+            f.write(b'partial')
+    run(FakeWrapper(FakeImage()), staging)
+    assert not any(os.path.exists(p) for p in stale)
+    assert os.path.exists(other)
+    # Under the image id, so Glance's staging cleaner covers it too.
+    assert fake.partial_prefix == raw_path(staging) + '.partial-'
 
 
 @pytest.mark.parametrize('partial', [False, True])
