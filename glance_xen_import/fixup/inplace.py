@@ -35,6 +35,8 @@ class NtfsFile(object):
 
     def __init__(self, image_path, partition_start, partition_size, path):
         self.image_path = image_path
+        self.partition_start = partition_start
+        self.partition_size = partition_size
         self.path = path
         with volume.ImageFile(image_path) as image:
             view = image.slice(partition_start, partition_size)
@@ -49,7 +51,7 @@ class NtfsFile(object):
                     raise exception.GuestError(
                         '%s is %d bytes, more than the %d handled'
                         % (path, self.size, MAX_FILE_SIZE))
-                self.extents = self._extents(entry, partition_start)
+                self.extents = self._extents(entry)
                 self.data = entry.read_buffer_at_offset(self.size, 0)
             except OSError as exc:
                 raise exception.GuestError('cannot read %s: %s'
@@ -59,8 +61,12 @@ class NtfsFile(object):
         if len(self.data) != self.size:
             raise exception.GuestError('%s reads short' % path)
 
-    def _extents(self, entry, partition_start):
-        """[(file offset, disk offset, length)] covering the whole file."""
+    def _extents(self, entry):
+        """[(file offset, disk offset, length)] covering the whole file.
+
+        Every run must lie inside the partition: a write through a run
+        that points past it would land in whatever follows on the disk.
+        """
         count = entry.get_number_of_extents()
         if count == 0:
             raise exception.GuestError(
@@ -74,7 +80,12 @@ class NtfsFile(object):
                 raise exception.GuestError(
                     '%s is sparse or compressed; it is not patched in place'
                     % self.path)
-            extents.append((position, partition_start + offset, length))
+            if (offset < 0 or length <= 0
+                    or offset + length > self.partition_size):
+                raise exception.GuestError(
+                    '%s has a data run outside its volume' % self.path)
+            extents.append((position, self.partition_start + offset,
+                            length))
             position += length
         if position < self.size:
             raise exception.GuestError(
