@@ -25,6 +25,8 @@ from glance_xen_import import options as options_mod
 # Driver service types that are kernel code (SERVICE_KERNEL_DRIVER,
 # SERVICE_FILE_SYSTEM_DRIVER); user-mode agents do not stop a boot.
 _KERNEL_DRIVER_TYPES = (1, 2)
+# Glance keeps property values of up to 255 characters.
+MAX_PROPERTY_LENGTH = 255
 
 
 def _windows(guest):
@@ -42,6 +44,18 @@ def _xen_drivers_active(guest, opts):
     win = _windows(guest)
     return win is not None and bool(_enabled_xen_drivers(win)
                                     or win.xen_filters)
+
+
+def _windows_unverified(guest, opts):
+    # Inspection gave up part way on a Windows guest, or on a disk whose
+    # only sign of an OS is an NTFS volume it could not read: what it
+    # missed may be Xen drivers, so boot as if they were there.
+    if guest is None or not guest.incomplete:
+        return False
+    if guest.os_type == 'windows':
+        return True
+    return guest.os_type is None and any(v.kind == 'ntfs'
+                                         for v in guest.volumes)
 
 
 def _vioscsi_ready(guest, opts):
@@ -66,6 +80,7 @@ def _anything(guest, opts):
 # (hw_disk_bus, hw_scsi_model). A callable value reads the options.
 DISK_BUS_TABLE = (
     (_xen_drivers_active, ('ide', None)),
+    (_windows_unverified, ('ide', None)),
     (_vioscsi_ready, ('scsi', 'virtio-scsi')),
     (_viostor_ready, ('virtio', None)),
     (_is_windows, ('ide', None)),
@@ -84,6 +99,11 @@ def firmware_type(guest, layout):
     if getattr(layout, 'scheme', None) != 'gpt' or guest is None:
         return 'bios'
     return 'uefi' if guest.efi_loaders else 'bios'
+
+
+def _inspection_incomplete(guest, layout):
+    # Fail closed: what could not be read cannot be said to need nothing.
+    return bool(guest is not None and guest.incomplete)
 
 
 def _xen_pv_drivers(guest, layout):
@@ -141,6 +161,7 @@ def _no_boot_code(guest, layout):
 # Why a guest needs fixing before it boots (or works) on KVM: the short
 # code reported in xen_import_fixup_reasons, and its test.
 FIXUP_REASONS = (
+    ('inspection-incomplete', _inspection_incomplete),
     ('xen-pv-drivers', _xen_pv_drivers),
     ('xen-class-filters', _xen_class_filters),
     ('bcd-mismatch', _bcd_mismatch),
@@ -208,6 +229,9 @@ def decide(guest, layout, package, source, opts):
     if win is not None and win.enabled_xen_services:
         properties['xen_import_xen_drivers'] = ','.join(
             win.enabled_xen_services)
+    if guest is not None and guest.incomplete:
+        properties['xen_import_inspection_errors'] = ','.join(
+            guest.incomplete)[:MAX_PROPERTY_LENGTH]
     if source:
         properties['xen_import_source'] = source
     return properties
