@@ -52,7 +52,7 @@ def control_sets(hive):
     names = []
     for value_name in SELECT_VALUES:
         value = hive.value(select, value_name)
-        if value is None or value.type != regf.REG_DWORD:
+        if value is None or value.type != regf.REG_DWORD or value.size != 4:
             continue
         number = struct.unpack('<I', hive.value_data(value))[0]
         name = 'ControlSet%03d' % number
