@@ -194,7 +194,12 @@ def open_hive(fs, path, notes, limit=HIVE_MAX_BYTES):
         return None
     if fileobj is None:
         return None
-    header = fileobj.pread(512, 0)
+    try:
+        header = fileobj.pread(512, 0)
+    except _ERRORS as exc:
+        notes.append('%s on %s could not be read: %s' %
+                     (path, fs.location, str(exc).split('. ')[0]))
+        return None
     if len(header) < 512 or header[:4] != b'regf':
         notes.append('%s on %s is not a registry hive' % (path, fs.location))
         return None
