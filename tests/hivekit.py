@@ -42,9 +42,12 @@ def require_hivex():
 
 
 def xen_spec():
-    """The Xen SYSTEM hive of fixup-hives.json, with StartOverride values
-    of two storage drivers held in data cells (8-byte REG_BINARY) rather
-    than inline, so that their data offsets can be damaged."""
+    """The Xen SYSTEM hive of fixup-hives.json, with more StartOverride.
+
+    Two storage drivers' StartOverride values are held in data cells
+    (8-byte REG_BINARY) rather than inline, so that their data offsets
+    can be damaged.
+    """
     with open(os.path.join(HIVES, 'fixup-hives.json')) as f:
         spec = copy.deepcopy(json.load(f)[0])
     spec['base'] = os.path.join(REPO, 'tests', 'fixtures', 'guests',

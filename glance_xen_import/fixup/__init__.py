@@ -24,7 +24,6 @@ import typing
 
 from glance_xen_import import exception
 from glance_xen_import.fixup import inplace
-from glance_xen_import.fixup import regf
 from glance_xen_import.fixup import windows
 
 LOG = logging.getLogger(__name__)

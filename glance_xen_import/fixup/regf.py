@@ -15,9 +15,10 @@
 Only edits that never grow a cell are offered: changing a DWORD, shrinking
 a value's data, and deleting a value. Before any of them the whole hive
 is checked (see Hive), and each cell an edit writes to or frees must be
-an allocated cell of the expected kind that nothing else references. The hive therefore keeps its size and
-its layout, which lets the caller write the changed bytes back over the
-hive file's own clusters without touching the filesystem around it.
+an allocated cell of the expected kind that nothing else references.
+The hive therefore keeps its size and its layout, which lets the caller
+write the changed bytes back over the hive file's own clusters without
+touching the filesystem around it.
 
 Layout, as documented in "Windows registry file format specification"
 (Maxim Suhanov) and libyal's libregf notes:

@@ -94,7 +94,8 @@ def test_lying_offsets_are_refused(tmp_path, patches, reason):
 
 def test_data_cell_shared_by_two_values_is_not_freed(tmp_path):
     damaged = hivekit.make_hive(tmp_path, patches=[
-        {'op': 'data_offset', 'value': OVERRIDE_0, 'to': {'data': OVERRIDE_1}}])
+        {'op': 'data_offset', 'value': OVERRIDE_0,
+         'to': {'data': OVERRIDE_1}}])
     hive = regf.Hive(damaged)
     # The hive itself is consistent: hivex and the editor both read it.
     hivekit.hivex_tree(tmp_path, damaged)
