@@ -18,29 +18,16 @@ nothing else), or by a step made to fail.
 """
 
 import logging
-import lzma
-import os
 
 from glance_xen_import import fixup
-from glance_xen_import.formats import partitions
 from glance_xen_import import inspect
 from glance_xen_import.inspect import windows
 from glance_xen_import import report
+from tests.unit.test_fixup_disk import _guest
 
-GUESTS = os.path.join(os.path.dirname(__file__), os.pardir, 'fixtures',
-                      'guests')
 PACKAGE = report.PackageInfo(name='vm', virtual_system_type='hvm-3.0',
                              os_id=None, os_description=None,
                              manifest='absent', signed=False)
-
-
-def _guest(tmp_path, name):
-    path = tmp_path / (name + '.raw')
-    with lzma.open(os.path.join(GUESTS, name + '.raw.xz')) as src:
-        path.write_bytes(src.read())
-    with open(path, 'rb') as image:
-        layout = partitions.read_layout(image, os.path.getsize(path))
-    return str(path), layout
 
 
 def test_clean_guest_is_complete(tmp_path):
@@ -48,8 +35,8 @@ def test_clean_guest_is_complete(tmp_path):
     assert inspect.inspect_guest(path, layout, PACKAGE).incomplete == []
 
 
-def test_failing_step_is_recorded_without_traceback(tmp_path, monkeypatch,
-                                                     caplog):
+def test_failing_step_is_recorded_without_traceback(
+        tmp_path, monkeypatch, caplog):
     path, layout = _guest(tmp_path, 'win2016-xen')
 
     def broken(*args):

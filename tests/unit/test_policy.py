@@ -387,7 +387,7 @@ def test_fixture_guest_properties(name, disks):
     assert props == expected
 
 
-# -- inspection that gave up ---------------------------------------------------
+# -- inspection that gave up ------------------------------------------------
 
 def test_windows_with_an_unreadable_hive_fails_closed():
     guest = windows_guest((10, 0))
@@ -396,33 +396,30 @@ def test_windows_with_an_unreadable_hive_fails_closed():
     props = decide(guest)
     assert props['xen_import_fixup_required'] == 'true'
     assert props['xen_import_fixup_reasons'] == 'inspection-incomplete'
-    assert props['xen_import_inspection_errors'] == 'SYSTEM hive unreadable'
+    assert props['xen_import_inspection_errors'] == (
+        'SYSTEM hive unreadable')
     # Even with virtio-scsi seemingly ready: what was not read may be Xen.
     assert props['hw_disk_bus'] == 'ide'
     assert props['hw_machine_type'] == 'pc'
     assert 'hw_scsi_model' not in props
 
 
-def test_unknown_guest_with_an_unreadable_ntfs_volume_boots_ide():
+@pytest.mark.parametrize('kind,bus', [
+    ('ntfs', 'ide'),
+    # Not a sign of Windows: the operator's default bus.
+    ('ext', options.Options().default_disk_bus),
+])
+def test_unknown_guest_with_an_unreadable_volume(kind, bus):
     guest = facts.GuestFacts(volumes=[facts.VolumeInfo(
-        'partition 1', 'ntfs', readable=False)])
-    guest.incomplete.append('partition 1 ntfs volume unreadable')
+        'partition 1', kind, readable=False)])
+    guest.incomplete.append('partition 1 %s volume unreadable' % kind)
     props = decide(guest)
     assert props['xen_import_fixup_required'] == 'true'
     assert props['xen_import_fixup_reasons'] == 'inspection-incomplete'
-    assert props['hw_disk_bus'] == 'ide'
-    assert props['hw_machine_type'] == 'pc'
-
-
-def test_unknown_guest_with_an_unreadable_ext_volume_keeps_the_default():
-    guest = facts.GuestFacts(volumes=[facts.VolumeInfo(
-        'partition 1', 'ext', readable=False)])
-    guest.incomplete.append('partition 1 ext volume unreadable')
-    props = decide(guest)
-    assert props['xen_import_fixup_required'] == 'true'
-    assert props['hw_disk_bus'] == options.Options().default_disk_bus
     assert props['xen_import_inspection_errors'] == (
-        'partition 1 ext volume unreadable')
+        'partition 1 %s volume unreadable' % kind)
+    assert props['hw_disk_bus'] == bus
+    assert ('hw_machine_type' in props) == (bus == 'ide')
 
 
 def test_complete_inspection_has_no_inspection_errors():
