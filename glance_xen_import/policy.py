@@ -28,6 +28,8 @@ from glance_xen_import import options as options_mod
 # Driver service types that are kernel code (SERVICE_KERNEL_DRIVER,
 # SERVICE_FILE_SYSTEM_DRIVER); user-mode agents do not stop a boot.
 _KERNEL_DRIVER_TYPES = (1, 2)
+# Glance keeps property values of up to 255 characters.
+MAX_PROPERTY_LENGTH = 255
 
 
 def _windows(guest):
@@ -45,6 +47,18 @@ def _xen_drivers_active(guest, opts):
     win = _windows(guest)
     return win is not None and bool(_enabled_xen_drivers(win)
                                     or win.xen_filters)
+
+
+def _windows_unverified(guest, opts):
+    # Inspection gave up part way on a Windows guest, or on a disk whose
+    # only sign of an OS is an NTFS volume it could not read: what it
+    # missed may be Xen drivers, so boot as if they were there.
+    if guest is None or not guest.incomplete:
+        return False
+    if guest.os_type == 'windows':
+        return True
+    return guest.os_type is None and any(v.kind == 'ntfs'
+                                         for v in guest.volumes)
 
 
 def _vioscsi_ready(guest, opts):
@@ -77,6 +91,7 @@ def _linux_boots_from(bus):
 # (hw_disk_bus, hw_scsi_model). A callable value reads the options.
 DISK_BUS_TABLE = (
     (_xen_drivers_active, ('ide', None)),
+    (_windows_unverified, ('ide', None)),
     (_vioscsi_ready, ('scsi', 'virtio-scsi')),
     (_viostor_ready, ('virtio', None)),
     (_is_windows, ('ide', None)),
@@ -99,6 +114,11 @@ def firmware_type(guest, layout):
     if getattr(layout, 'scheme', None) != 'gpt' or guest is None:
         return 'bios'
     return 'uefi' if guest.efi_loaders else 'bios'
+
+
+def _inspection_incomplete(guest, layout):
+    # Fail closed: what could not be read cannot be said to need nothing.
+    return bool(guest is not None and guest.incomplete)
 
 
 def _xen_pv_drivers(guest, layout):
@@ -168,6 +188,7 @@ def _no_boot_code(guest, layout):
 # Why a guest needs fixing before it boots (or works) on KVM: the short
 # code reported in xen_import_fixup_reasons, and its test.
 FIXUP_REASONS = (
+    ('inspection-incomplete', _inspection_incomplete),
     ('xen-pv-drivers', _xen_pv_drivers),
     ('xen-class-filters', _xen_class_filters),
     ('bcd-mismatch', _bcd_mismatch),
@@ -265,6 +286,9 @@ def decide(guest, layout, package, source, opts):
         if linux.rescue_initramfs is not None:
             properties['xen_import_rescue_initramfs'] = (
                 linux.rescue_initramfs.path)
+    if guest is not None and guest.incomplete:
+        properties['xen_import_inspection_errors'] = ','.join(
+            guest.incomplete)[:MAX_PROPERTY_LENGTH]
     if source:
         properties['xen_import_source'] = source
     return properties

@@ -24,7 +24,6 @@ import typing
 
 from glance_xen_import import exception
 from glance_xen_import.fixup import inplace
-from glance_xen_import.fixup import regf
 from glance_xen_import.fixup import windows
 
 LOG = logging.getLogger(__name__)
@@ -42,7 +41,11 @@ class FixupResult:
         return dataclasses.asdict(self)
 
 
-def _unsafe_reason(win):
+def _unsafe_reason(guest, win):
+    if guest.incomplete:
+        # What inspection could not read might be what makes the edit
+        # unsafe (a hibernated volume, a damaged hive).
+        return 'inspection-incomplete'
     if win.dirty_hives:
         return 'dirty-hive'
     if win.hibernated:
@@ -60,6 +63,37 @@ def needs_windows_fixup(guest):
     return bool(win.enabled_xen_services or win.xen_filters)
 
 
+def _edit_hive(data, nt_version):
+    """windows.fix_hive, with any failure of ours turned into a refusal."""
+    try:
+        return windows.fix_hive(data, nt_version)
+    except exception.GuestError:
+        raise
+    except Exception as exc:
+        # Nothing is written yet: a hive we cannot make sense of is left
+        # as it is, whatever went wrong.
+        LOG.debug('SYSTEM hive edit failed', exc_info=True)
+        raise exception.GuestError('the SYSTEM hive could not be edited '
+                                   '(%s)' % type(exc).__name__)
+
+
+def _write_confirmed(hive_file, hive):
+    """Write the edited bytes and read them back; restore on any doubt."""
+    try:
+        hive_file.write_back(hive.data, hive.changed)
+        reread = inplace.NtfsFile(hive_file.image_path,
+                                  hive_file.partition_start,
+                                  hive_file.partition_size, hive_file.path)
+        if reread.data != bytes(hive.data):
+            raise exception.GuestError(
+                'the SYSTEM hive read back from the disk differs from what '
+                'was written')
+    except (exception.GuestError, OSError) as exc:
+        # A fixup that cannot be confirmed must leave the disk as it was.
+        hive_file.write_back(hive_file.data, hive.changed)
+        raise exception.GuestError(str(exc))
+
+
 def apply_windows_fixup(image_path, layout, guest):
     """Neutralise the Xen PV drivers of a Windows guest in ``image_path``.
 
@@ -69,7 +103,7 @@ def apply_windows_fixup(image_path, layout, guest):
     if not needs_windows_fixup(guest):
         return FixupResult()
     win = guest.windows
-    reason = _unsafe_reason(win)
+    reason = _unsafe_reason(guest, win)
     if reason:
         return FixupResult(skipped=reason)
     where = inplace.partition_extent(layout, win.location)
@@ -79,26 +113,16 @@ def apply_windows_fixup(image_path, layout, guest):
     if size is None:
         size = os.stat(image_path).st_size
     path = (win.systemroot.strip('/') + '/System32/config/SYSTEM')
+    nt_version = None
+    if win.major_version is not None:
+        nt_version = (win.major_version, win.minor_version or 0)
     try:
         hive_file = inplace.NtfsFile(image_path, start, size,
                                      '\\' + path.replace('/', '\\'))
-        hive = regf.Hive(hive_file.data)
-        nt_version = None
-        if win.major_version is not None:
-            nt_version = (win.major_version, win.minor_version or 0)
-        actions = windows.neutralise(hive, nt_version)
+        hive, actions = _edit_hive(hive_file.data, nt_version)
         if not actions:
             return FixupResult()
-        windows.verify(hive.data, windows.control_sets(hive))
-        hive_file.write_back(hive.data, hive.changed)
-        reread = inplace.NtfsFile(image_path, start, size, hive_file.path)
-        if reread.data != bytes(hive.data):
-            # Put the original bytes back: a fixup that cannot be
-            # confirmed must leave the disk as it was.
-            hive_file.write_back(hive_file.data, hive.changed)
-            raise exception.GuestError(
-                'the SYSTEM hive read back from the disk differs from what '
-                'was written')
+        _write_confirmed(hive_file, hive)
     except exception.GuestError as exc:
         LOG.warning('Windows fixup not applied: %s', exc)
         return FixupResult(skipped='hive-not-editable')

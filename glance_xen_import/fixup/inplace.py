@@ -65,6 +65,8 @@ class MappedFile(object):
     def __init__(self, image_path, partition_start, partition_size, path,
                  max_size=MAX_FILE_SIZE):
         self.image_path = image_path
+        self.partition_start = partition_start
+        self.partition_size = partition_size
         self.path = path
         with volume.ImageFile(image_path) as image:
             view = image.slice(partition_start, partition_size)

@@ -32,6 +32,7 @@ import struct
 import pyregf
 
 from glance_xen_import import exception
+from glance_xen_import.fixup import hivecheck
 from glance_xen_import.fixup import regf
 from glance_xen_import.inspect import drivers
 
@@ -51,7 +52,7 @@ def control_sets(hive):
     names = []
     for value_name in SELECT_VALUES:
         value = hive.value(select, value_name)
-        if value is None or value.type != regf.REG_DWORD:
+        if value is None or value.type != regf.REG_DWORD or value.size != 4:
             continue
         number = struct.unpack('<I', hive.value_data(value))[0]
         name = 'ControlSet%03d' % number
@@ -75,7 +76,7 @@ def _disable_services(hive, control_set, actions):
                 or start.type not in (regf.REG_DWORD, regf.REG_BINARY)):
             continue
         if struct.unpack('<I', hive.value_data(start))[0] != 4:
-            hive.set_dword(start, 4)
+            hive.set_dword(start, 4, (control_set, 'Services', name))
             actions.add('disabled:%s' % name.lower())
 
 
@@ -84,6 +85,7 @@ def _remove_filters(hive, control_set, actions):
     if classes is None:
         return
     for key in hive.subkeys(classes):
+        path = (control_set, 'Control', 'Class', hive.key_name(key))
         for value_name in FILTER_VALUES:
             value = hive.value(key, value_name)
             # Filter lists are REG_MULTI_SZ; a hand-made REG_SZ list of
@@ -99,29 +101,30 @@ def _remove_filters(hive, control_set, actions):
             if kept == entries:
                 continue
             if kept:
-                hive.shrink_data(value, regf.encode_multi_sz(kept))
+                hive.shrink_data(value, regf.encode_multi_sz(kept), path)
             else:
-                hive.delete_value(key, value)
+                hive.delete_value(key, value, path)
             for entry in entries:
                 if entry.lower() in FILTERS:
                     actions.add('filter-removed:%s' % entry.lower())
 
 
 def _clear_force_unplug(hive, control_set, actions):
-    key = hive.path(control_set, 'Services', 'XEN', 'ForceUnplug')
+    path = (control_set, 'Services', 'XEN', 'ForceUnplug')
+    key = hive.path(*path)
     if key is None:
         return
     for value in hive.values(key):
         if value.type == regf.REG_DWORD and value.size == 4:
             if hive.value_data(value) != bytes(4):
-                hive.set_dword(value, 0)
+                hive.set_dword(value, 0, path)
                 actions.add('forceunplug-cleared')
         elif value.type in (regf.REG_MULTI_SZ, regf.REG_SZ,
                             regf.REG_EXPAND_SZ, regf.REG_BINARY):
             if regf.multi_sz(hive.value_data(value)):
                 empty = (b'' if value.type == regf.REG_BINARY
                          else regf.encode_multi_sz([]))
-                hive.shrink_data(value, empty)
+                hive.shrink_data(value, empty, path)
                 actions.add('forceunplug-cleared')
 
 
@@ -133,8 +136,9 @@ def _clear_start_overrides(hive, control_set, actions):
         key = hive.path(name, 'StartOverride', base=services)
         if key is None:
             continue
+        path = (control_set, 'Services', name, 'StartOverride')
         for value in hive.values(key):
-            hive.delete_value(key, value)
+            hive.delete_value(key, value, path)
             actions.add('startoverride-cleared:%s' % name)
 
 
@@ -152,6 +156,34 @@ def neutralise(hive, nt_version=None):
         if nt_version is not None and tuple(nt_version) >= (6, 2):
             _clear_start_overrides(hive, control_set, actions)
     return sorted(actions)
+
+
+def fix_hive(data, nt_version=None):
+    """Neutralise the SYSTEM hive in ``data``; return (regf.Hive, actions).
+
+    The edited bytes are in the returned hive's ``data``. Raises
+    GuestError, with nothing to write, unless the edited hive passes the
+    checks of :func:`check`.
+    """
+    hive = regf.Hive(data)
+    actions = neutralise(hive, nt_version)
+    if actions:
+        check(data, hive)
+    return hive, actions
+
+
+def check(original, hive):
+    """Re-read an edited hive from its bytes alone before it is written.
+
+    Our own structure walk again from scratch (bins, cell chains, every
+    reference landing on a live cell), then libregf's walk compared with
+    the original (nothing but the intended edits differ), then the Xen
+    drivers and filters as libregf reads them.
+    """
+    edited = bytes(hive.data)
+    regf.Hive(edited)
+    hivecheck.compare(original, edited, hive.expected)
+    verify(edited, control_sets(hive))
 
 
 def verify(data, sets):

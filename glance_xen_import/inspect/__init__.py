@@ -16,7 +16,6 @@ Every filesystem is read in-process (libyal readers over a bounded view
 of the partition): no root, no mounts, no loop devices, nothing written.
 """
 
-import logging
 import os
 
 from glance_xen_import import exception
@@ -25,10 +24,9 @@ from glance_xen_import.inspect import facts
 from glance_xen_import.inspect import filesystem
 from glance_xen_import.inspect import linux
 from glance_xen_import.inspect import lvm
+from glance_xen_import.inspect import steps
 from glance_xen_import.inspect import volume
 from glance_xen_import.inspect import windows
-
-LOG = logging.getLogger(__name__)
 
 GuestFacts = facts.GuestFacts
 
@@ -56,30 +54,40 @@ class _Volumes:
     def __init__(self):
         self.filesystems = []
         self.esp = []
+        self.damaged = []        # facts.VolumeInfo of volumes not opened
         self._physical_volumes = []
 
-    def open(self, image, layout, notes):
+    def open(self, image, layout, notes, incomplete):
         for location, start, size, partition in _targets(image, layout):
             if start < 0 or size <= 0 or start >= image.size:
                 notes.append('%s lies outside the image' % location)
+                incomplete.append('%s outside the image' % location)
                 continue
             view = image.slice(start, size)
             if lvm.is_physical_volume(view):
                 physical = lvm.open_physical_volume(view, location, notes)
                 if physical is None:
+                    incomplete.append('%s LVM unreadable' % location)
                     continue
                 self._physical_volumes.append(physical)
                 for name, fileobj in physical.volumes:
-                    self._add(filesystem.open_filesystem(fileobj, name))
+                    self._add(fileobj, name, incomplete)
                 continue
-            fs = filesystem.open_filesystem(view, location)
-            self._add(fs)
+            fs = self._add(view, location, incomplete)
             if fs is not None and getattr(partition, 'is_esp', False):
                 self.esp.append(fs)
 
-    def _add(self, fs):
+    def _add(self, fileobj, location, incomplete):
+        damaged = []
+        fs = filesystem.open_filesystem(fileobj, location, damaged)
         if fs is not None:
             self.filesystems.append(fs)
+        elif damaged:
+            self.damaged.append(facts.VolumeInfo(location, damaged[0],
+                                                 readable=False))
+            incomplete.append('%s %s volume unreadable'
+                              % (location, damaged[0]))
+        return fs
 
     def close(self):
         for fs in self.filesystems:
@@ -120,11 +128,15 @@ def _inspect_windows(guest, volumes, image, layout):
         systemroot = windows.find_systemroot(fs)
         if systemroot is None:
             continue
-        identity = disk.identity(image, layout)
-        win = windows.inspect(fs, systemroot, volumes.filesystems, identity,
-                              guest.notes)
         guest.os_type = 'windows'
         guest.distro = 'windows'
+        guest.windows = facts.WindowsFacts(location=fs.location,
+                                           systemroot=systemroot)
+        identity = steps.attempt(guest.incomplete, guest.notes,
+                                 'disk identity', disk.identity, image,
+                                 layout)
+        win = windows.inspect(fs, systemroot, volumes.filesystems, identity,
+                              guest.notes, guest.incomplete)
         guest.windows = win
         guest.version = win.version
         guest.product_name = win.product_name
@@ -160,8 +172,9 @@ def inspect_guest(image_path, layout, package):
     layout is a formats.partitions.DiskLayout of that disk; package has
     virtual_system_type (the OVF's VirtualSystemType, 'xen-*' for a PV
     guest). An unreadable or unknown guest is not an error: its facts
-    have os_type None and a note saying why. GuestError means the call
-    itself was wrong.
+    have os_type None and a note saying why; whatever could not be read
+    is also named in ``incomplete``. GuestError means the call itself
+    was wrong.
     """
     if layout is None or not hasattr(layout, 'partitions') or not hasattr(
             layout, 'scheme'):
@@ -175,20 +188,28 @@ def inspect_guest(image_path, layout, package):
         guest.boot_code = disk.boot_code_present(image)
         volumes = _Volumes()
         try:
-            volumes.open(image, layout, guest.notes)
-            guest.volumes = [facts.VolumeInfo(fs.location, fs.kind)
-                             for fs in volumes.filesystems]
-            guest.efi_loaders = _efi_loaders(volumes.esp)
-            if not (_inspect_windows(guest, volumes, image, layout) or
-                    _inspect_linux(guest, volumes)):
-                guest.notes.append(
-                    'no operating system found on %d readable volume(s)' %
-                    len(volumes.filesystems))
-        except Exception as exc:
-            # A damaged guest must not fail the import: say what happened
-            # and carry on with what was learnt.
-            LOG.exception('guest inspection of %s failed', image_path)
-            guest.notes.append('inspection stopped: %s' % exc)
+            _inspect_volumes(guest, volumes, image, layout)
         finally:
             volumes.close()
     return guest
+
+
+def _inspect_volumes(guest, volumes, image, layout):
+    # A damaged guest must not fail the import: each step that fails is
+    # recorded (steps.attempt) and the others carry on.
+    steps.attempt(guest.incomplete, guest.notes, 'volumes', volumes.open,
+                  image, layout, guest.notes, guest.incomplete)
+    guest.volumes = [facts.VolumeInfo(fs.location, fs.kind)
+                     for fs in volumes.filesystems] + volumes.damaged
+    guest.efi_loaders = steps.attempt(
+        guest.incomplete, guest.notes, 'EFI loaders', _efi_loaders,
+        volumes.esp) or []
+    steps.attempt(guest.incomplete, guest.notes, 'Windows',
+                  _inspect_windows, guest, volumes, image, layout)
+    if guest.os_type is None:
+        steps.attempt(guest.incomplete, guest.notes, 'Linux',
+                      _inspect_linux, guest, volumes)
+    if guest.os_type is None:
+        guest.notes.append(
+            'no operating system found on %d readable volume(s)' %
+            len(volumes.filesystems))

@@ -221,6 +221,8 @@ class LinuxFacts:
 class VolumeInfo:
     location: str
     kind: str
+    # False for a volume whose signature was found but that did not open.
+    readable: bool = True
 
 
 @dataclasses.dataclass
@@ -237,6 +239,9 @@ class GuestFacts:
     boot_code: typing.Optional[bool] = None
     pv_guest: bool = False
     notes: typing.List[str] = dataclasses.field(default_factory=list)
+    # What inspection could not read, in short fixed words ('SYSTEM hive
+    # unreadable'): the facts above may then be missing what matters.
+    incomplete: typing.List[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self):
         """JSON-serialisable form for the CLI and task reports."""

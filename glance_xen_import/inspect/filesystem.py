@@ -291,20 +291,27 @@ _READERS = (
 )
 
 
-def open_filesystem(fileobj, location):
+def open_filesystem(fileobj, location, damaged=None):
     """A Filesystem for the volume in fileobj, or None if none is known.
 
-    Raises nothing for an unknown or damaged volume: that is None.
+    Raises nothing for an unknown or damaged volume: that is None, and
+    the kind of a volume whose signature matched but which did not open
+    is appended to the list ``damaged``.
     """
     for module, cls in _READERS:
         try:
             fileobj.seek(0)
             if not module.check_volume_signature_file_object(fileobj):
                 continue
+        except _READ_ERRORS:
+            continue
+        try:
             fileobj.seek(0)
             handle = module.volume()
             handle.open_file_object(fileobj)
         except _READ_ERRORS:
+            if damaged is not None:
+                damaged.append(cls.kind)
             continue
         return cls(handle, location)
     return None

@@ -39,6 +39,8 @@ REG_MULTI_SZ = 7
 REG_QWORD = 11
 
 _ERRORS = (OSError, ValueError, UnicodeError, struct.error)
+# key()'s default base: the root key (None as a base is a missing key).
+_ROOT = object()
 
 
 class Hive:
@@ -48,6 +50,13 @@ class Hive:
         self._handle = handle
         self.name = name
         self.primary_sequence, self.secondary_sequence = sequence
+        # Reads that failed (damaged cells, data past the end of the
+        # file or of the volume): what was asked for is unknown, not
+        # absent, and the caller must not take the answer for "none".
+        self.read_errors = 0
+
+    def _failed(self):
+        self.read_errors += 1
 
     @property
     def dirty(self):
@@ -59,11 +68,12 @@ class Hive:
         try:
             return self._handle.get_root_key()
         except _ERRORS:
+            self._failed()
             return None
 
-    def key(self, path, base=None):
+    def key(self, path, base=_ROOT):
         """The key at a backslash path (case-insensitive), or None."""
-        start = base if base is not None else self.root()
+        start = self.root() if base is _ROOT else base
         if start is None:
             return None
         path = path.strip('\\')
@@ -72,6 +82,7 @@ class Hive:
         try:
             return start.get_sub_key_by_path(path)
         except _ERRORS:
+            self._failed()
             return None
 
     def subkeys(self, key):
@@ -83,19 +94,19 @@ class Hive:
             for index in range(count):
                 keys.append(key.get_sub_key(index))
         except _ERRORS:
-            pass
+            self._failed()
         return keys
 
     def subkey_names(self, key):
         names = (self.name_of(sub) for sub in self.subkeys(key))
         return [name for name in names if name]
 
-    @staticmethod
-    def name_of(key):
+    def name_of(self, key):
         """A key's name, '' when it cannot be read."""
         try:
             return key.get_name() or ''
         except _ERRORS:
+            self._failed()
             return ''
 
     def value_names(self, key):
@@ -106,7 +117,7 @@ class Hive:
             for index in range(key.get_number_of_values()):
                 names.append(key.get_value(index).get_name() or '')
         except _ERRORS:
-            pass
+            self._failed()
         return names
 
     def raw(self, key, name):
@@ -119,6 +130,7 @@ class Hive:
                 return None
             return value.get_type(), value.get_data() or b''
         except _ERRORS:
+            self._failed()
             return None
 
     def dword(self, key, name):
@@ -182,7 +194,12 @@ def open_hive(fs, path, notes, limit=HIVE_MAX_BYTES):
         return None
     if fileobj is None:
         return None
-    header = fileobj.pread(512, 0)
+    try:
+        header = fileobj.pread(512, 0)
+    except _ERRORS as exc:
+        notes.append('%s on %s could not be read: %s' %
+                     (path, fs.location, str(exc).split('. ')[0]))
+        return None
     if len(header) < 512 or header[:4] != b'regf':
         notes.append('%s on %s is not a registry hive' % (path, fs.location))
         return None

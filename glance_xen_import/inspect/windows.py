@@ -24,6 +24,7 @@ from glance_xen_import.inspect import facts
 from glance_xen_import.inspect import filesystem
 from glance_xen_import.inspect import inf
 from glance_xen_import.inspect import registry
+from glance_xen_import.inspect import steps
 
 SYSTEMROOT_NAMES = ('windows', 'winnt')
 # Published INFs examined and the size of each (they are a few KiB).
@@ -56,18 +57,44 @@ def find_systemroot(fs):
     return None
 
 
-def inspect(fs, systemroot, volumes, identity, notes):
-    """facts.WindowsFacts for the Windows installed at systemroot on fs."""
+def inspect(fs, systemroot, volumes, identity, notes, incomplete):
+    """facts.WindowsFacts for the Windows installed at systemroot on fs.
+
+    What could not be read is appended to ``incomplete`` (e.g. 'SYSTEM
+    hive unreadable'); the facts then say nothing about it.
+    """
     win = facts.WindowsFacts(location=fs.location, systemroot=systemroot)
+    steps.attempt(incomplete, notes, 'registry', _read_hives, fs,
+                  systemroot, win, notes, incomplete)
+    steps.attempt(incomplete, notes, 'driver packages',
+                  _read_driver_packages, fs, systemroot, win)
+    steps.attempt(incomplete, notes, 'hiberfil.sys', _read_hiberfile, fs,
+                  win, incomplete)
+    win.bcd = steps.attempt(incomplete, notes, 'BCD', _read_bcd_stores,
+                            volumes, identity, notes, incomplete) or []
+    return win
+
+
+def _open_hive(fs, path, notes, incomplete, required):
+    name = path.rsplit('/', 1)[-1]
+    hive = registry.open_hive(fs, path, notes)
+    if hive is None and (required or fs.exists(path)):
+        incomplete.append('%s hive unreadable' % name)
+    return hive
+
+
+def _read_hives(fs, systemroot, win, notes, incomplete):
     config = systemroot + '/System32/config/'
     hives = []
     try:
-        software = registry.open_hive(fs, config + 'SOFTWARE', notes)
-        system = registry.open_hive(fs, config + 'SYSTEM', notes)
-        drivers_hive = registry.open_hive(fs, config + 'DRIVERS', notes)
-        hives = [h for h in (software, system, drivers_hive) if h]
+        # DRIVERS only exists from Windows 8 on.
+        software, system, drivers_hive = hives = [
+            _open_hive(fs, config + name, notes, incomplete, required)
+            for name, required in (('SOFTWARE', True), ('SYSTEM', True),
+                                   ('DRIVERS', False))]
+        opened = [h for h in hives if h]
         win.dirty_hives = sorted(h.name.rsplit('/', 1)[-1]
-                                 for h in hives if h.dirty)
+                                 for h in opened if h.dirty)
         if software is not None:
             _read_software(software, win)
         else:
@@ -76,13 +103,14 @@ def inspect(fs, systemroot, volumes, identity, notes):
             _read_system(system, drivers_hive, win, notes)
         else:
             notes.append('no readable SYSTEM hive under %s' % systemroot)
+        for hive in opened:
+            if hive.read_errors:
+                incomplete.append('%s hive unreadable'
+                                  % hive.name.rsplit('/', 1)[-1])
     finally:
         for hive in hives:
-            hive.close()
-    _read_driver_packages(fs, systemroot, win)
-    _read_hiberfile(fs, win)
-    win.bcd = _read_bcd_stores(volumes, identity, notes)
-    return win
+            if hive is not None:
+                hive.close()
 
 
 # -- SOFTWARE --------------------------------------------------------------
@@ -264,11 +292,16 @@ def _read_driver_packages(fs, systemroot, win):
             win.virtio[stem].staged = True
 
 
-def _read_hiberfile(fs, win):
+def _read_hiberfile(fs, win, incomplete):
     name = fs.find('/', 'hiberfil.sys')
     if name is None:
         return
     header = fs.read('/' + name, 0, length=HIBERFILE_HEADER)
+    if header is None:
+        # Whether Windows is hibernated, which forbids any write, is
+        # then unknown.
+        incomplete.append('hiberfil.sys unreadable')
+        return
     if not header:
         return
     signature = header[:4]
@@ -279,7 +312,7 @@ def _read_hiberfile(fs, win):
     win.hibernated = signature.lower() == b'hibr'
 
 
-def _read_bcd_stores(volumes, identity, notes):
+def _read_bcd_stores(volumes, identity, notes, incomplete):
     stores = []
     for fs in volumes:
         if fs.kind == 'ntfs':
@@ -292,10 +325,13 @@ def _read_bcd_stores(volumes, identity, notes):
             continue
         hive = registry.open_hive(fs, path, notes, limit=MAX_BCD_BYTES)
         if hive is None:
+            incomplete.append('BCD on %s unreadable' % fs.location)
             continue
         try:
             stores.append(bcd.read_store(
                 hive, '%s:%s' % (fs.location, path), identity))
         finally:
             hive.close()
+        if hive.read_errors:
+            incomplete.append('BCD on %s unreadable' % fs.location)
     return stores

@@ -400,3 +400,45 @@ def test_fixture_guest_properties(name, disks):
                           options.Options())
     expected = dict(EXPECTED[name], xen_import_source='vhd-dynamic:caml')
     assert props == expected
+
+
+# -- inspection that gave up ------------------------------------------------
+
+def test_windows_with_an_unreadable_hive_fails_closed():
+    guest = windows_guest((10, 0))
+    guest.windows.virtio['vioscsi'] = virtio('vioscsi', ready=True)
+    guest.incomplete.append('SYSTEM hive unreadable')
+    props = decide(guest)
+    assert props['xen_import_fixup_required'] == 'true'
+    assert props['xen_import_fixup_reasons'] == 'inspection-incomplete'
+    assert props['xen_import_inspection_errors'] == (
+        'SYSTEM hive unreadable')
+    # Even with virtio-scsi seemingly ready: what was not read may be Xen.
+    assert props['hw_disk_bus'] == 'ide'
+    assert props['hw_machine_type'] == 'pc'
+    assert 'hw_scsi_model' not in props
+
+
+@pytest.mark.parametrize('kind,bus', [
+    ('ntfs', 'ide'),
+    # Not a sign of Windows: the operator's default bus.
+    ('ext', options.Options().default_disk_bus),
+])
+def test_unknown_guest_with_an_unreadable_volume(kind, bus):
+    guest = facts.GuestFacts(volumes=[facts.VolumeInfo(
+        'partition 1', kind, readable=False)])
+    guest.incomplete.append('partition 1 %s volume unreadable' % kind)
+    props = decide(guest)
+    assert props['xen_import_fixup_required'] == 'true'
+    assert props['xen_import_fixup_reasons'] == 'inspection-incomplete'
+    assert props['xen_import_inspection_errors'] == (
+        'partition 1 %s volume unreadable' % kind)
+    assert props['hw_disk_bus'] == bus
+    assert ('hw_machine_type' in props) == (bus == 'ide')
+
+
+def test_complete_inspection_has_no_inspection_errors():
+    props = decide(windows_guest((10, 0)))
+    assert 'xen_import_inspection_errors' not in props
+    assert 'inspection-incomplete' not in props.get(
+        'xen_import_fixup_reasons', '')
