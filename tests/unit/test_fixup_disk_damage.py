@@ -201,7 +201,8 @@ def test_data_run_past_the_volume_fails_closed(tmp_path):
         'xen_import_inspection_errors'].split(',')
     assert (props['hw_disk_bus'], props['hw_machine_type']) == ('ide', 'pc')
     # The editor would not write through that run either.
-    with pytest.raises(Exception, match='has an extent outside its file system'):
+    with pytest.raises(Exception,
+                       match='has an extent outside its file system'):
         inplace.NtfsFile(path, partition.start, partition.size,
                          HIVE_PATH.replace('/', '\\'))
 
