@@ -244,3 +244,18 @@ def test_sparse_file_refused(tmp_path):
     assert linuxkit.debugfs_cat(out, '/etc/fstab')[:10] == b'# <file sy'
     assert any(n.startswith('partition 1:/etc/fstab:')
                for n in report['linux_fixup']['not_edited'])
+
+
+def test_extent_past_the_file_system_refused(tmp_path):
+    raw, _ = _guest(tmp_path)
+    # fstab's first extent now starts far beyond the end of the volume.
+    linuxkit.debugfs(raw, 'sif /etc/fstab block[5] 4000000', write=True)
+    ova = linuxkit.ova(tmp_path, raw)
+    out = str(tmp_path / 'out.raw')
+    report = _convert(ova, out)
+    assert report['linux_fixup'] is None or not any(
+        f.startswith('partition 1:/etc/fstab:')
+        for f in report['linux_fixup']['files'])
+    # Nothing was written through the broken map, or anywhere else.
+    assert linuxkit.differing_ranges(raw, out) == []
+    assert report['properties']['xen_import_fixup_required'] == 'true'
