@@ -300,4 +300,3 @@ def remove_staged(file_uri):
             pass
         return
     staging.remove(path_of(file_uri))
-
