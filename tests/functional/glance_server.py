@@ -297,12 +297,7 @@ class GlanceServer(object):
     def start(self, timeout=120):
         self.sock = _listening_socket()
         self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self.restart(timeout)
 
     def _start(self, timeout):
         self._write_config()
@@ -386,7 +381,7 @@ class GlanceServer(object):
             time.sleep(0.05)
 
     def restart(self, timeout=120):
-        """Start again on the same configuration, database and staging."""
+        """(Re)start on this configuration, database, staging and socket."""
         try:
             self._start(timeout)
         except BaseException:

@@ -110,6 +110,14 @@ def wait_for_growing_partial(server, image_id):
             image_id, staging_listing(server), server.logs()))
 
 
+def wait_for(predicate, what):
+    deadline = time.monotonic() + WATCH_LIMIT
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise glance_server.GlanceError('gave up waiting for %s' % what)
+        time.sleep(0.1)
+
+
 def refused(server, *args):
     result = server.glance(*args, check=False)
     assert result.returncode != 0, result.stdout
@@ -169,6 +177,16 @@ def test_killed_mid_conversion_then_documented_recovery(
     # xen_ova paste filter, the partial RAW.
     server.glance('image-delete', image_id)
     assert staging_listing(server) == []
+    # Without the filter in the pipeline the partial RAW would stay until
+    # Glance's start-up cleaner, which removes the files of deleted images.
+    kept = os.path.join(server.staging_dir, os.path.basename(partial))
+    with open(kept, 'wb') as f:
+        f.write(b'as a filter-less glance-api would have left it')
+    server.kill()
+    server.restart()
+    # The cleaner runs in a thread of each starting worker.
+    wait_for(lambda: staging_listing(server) == [],
+             'the start-up cleaner to empty %s' % server.staging_dir)
     # The id cannot be reused: Glance keeps the deleted row.
     err = refused(server, 'image-create', '--id', image_id,
                   '--container-format', 'ova', '--disk-format', 'vhd')
