@@ -21,10 +21,15 @@ This filter makes it look like one to clients:
   is rewritten to ``glance-direct`` (or to ``web-download`` when the method
   carries a ``uri``) with ``"xen_ova": true`` added to the method, which
   makes the ``xen_ova`` import plugin convert the data whatever its
-  container format.
+  container format;
+* a successful ``DELETE /v2/images/{id}`` also removes the plugin's RAW
+  and partial RAWs of that image from this node's staging area. Glance
+  itself removes only the staged data (``<id>``) then, and the rest at its
+  next start-up; an import cut short by a killed glance-api leaves a
+  partial RAW as large as the data converted so far.
 
-Every other request passes through untouched; in particular no other
-request body is read, so image uploads stream as before.
+Every other request passes through untouched; in particular no request
+body other than an import's is read, so image uploads stream as before.
 """
 
 import json
@@ -34,6 +39,8 @@ from oslo_config import cfg
 from oslo_log import log as logging
 import webob
 import webob.exc
+
+from glance_xen_import.glance import staging
 
 LOG = logging.getLogger(__name__)
 
@@ -50,6 +57,7 @@ MAX_IMPORT_BODY = 64 * 1024
 _V2 = r'/v2(?:\.\d+)?'
 _INFO_IMPORT = re.compile(r'^%s/info/import/?$' % _V2)
 _IMAGE_IMPORT = re.compile(r'^%s/images/[^/]+/import/?$' % _V2)
+_IMAGE = re.compile(r'^%s/images/(?P<image_id>[^/]+)/?$' % _V2)
 
 
 def _conf_value(group, name):
@@ -86,11 +94,23 @@ class XenOvaImportFilter(object):
             handler = self._import_info
         elif method == 'POST' and _IMAGE_IMPORT.match(path):
             handler = self._image_import
+        elif method == 'DELETE' and _IMAGE.match(path):
+            image_id = _IMAGE.match(path).group('image_id')
+            return self._image_delete(image_id, environ, start_response)
         else:
             return self.app(environ, start_response)
         if not _plugin_enabled():
             return self.app(environ, start_response)
         return handler(webob.Request(environ))(environ, start_response)
+
+    def _image_delete(self, image_id, environ, start_response):
+        resp = webob.Request(environ).get_response(self.app)
+        if resp.status_int == 204:
+            staging_dir = staging.glance_staging_dir()
+            if staging_dir:
+                staging.remove_plugin_files(staging_dir, image_id,
+                                            'the image was deleted')
+        return resp(environ, start_response)
 
     def _import_info(self, req):
         resp = req.get_response(self.app)

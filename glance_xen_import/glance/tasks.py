@@ -33,7 +33,6 @@ without it, which would store OVAs unconverted; a converter that cannot
 be imported must instead fail the import with a message that says so.
 """
 
-import glob
 import os
 import time
 
@@ -43,6 +42,7 @@ from taskflow import task
 
 from glance_xen_import import exception
 from glance_xen_import.glance import middleware
+from glance_xen_import.glance import staging
 from glance_xen_import import sanitize
 
 LOG = logging.getLogger(__name__)
@@ -53,12 +53,6 @@ CONF = cfg.CONF
 STAGING_STORE = 'os_glance_staging_store'
 
 OVA_CONTAINER = 'ova'
-RAW_SUFFIX = '.xenova.raw'
-# The RAW is written as <image_id>.xenova.raw.partial-XXXXXXXX and renamed
-# when complete; the <image_id>. prefix keeps it in reach of Glance's
-# staging cleaner (housekeeping.StagingStoreCleaner) once the image is
-# deleted, and the next import of the image removes it before starting.
-PARTIAL_INFIX = '.partial-'
 # Glance's own bookkeeping properties; never snapshot or restore them.
 RESERVED_PREFIX = 'os_glance'
 
@@ -192,15 +186,11 @@ class ConvertOva(task.Task):
         self.src_path = path_of(file_path)
         # <image_id>.<anything> is what Glance's staging cleaner removes
         # once the image is deleted, so a crash leaves nothing for good.
-        self.dest_path = os.path.join(os.path.dirname(self.src_path),
-                                      image_id + RAW_SUFFIX)
+        staging_dir = os.path.dirname(self.src_path)
+        self.dest_path = staging.raw_path(staging_dir, image_id)
         # Leftovers of an attempt a crash or a kill interrupted.
-        _remove(self.dest_path)
-        for stale in glob.glob(glob.escape(self.dest_path + PARTIAL_INFIX)
-                               + '*'):
-            LOG.info('xen-ova import of image %s: removing %s, left by an '
-                     'interrupted attempt', image_id, stale)
-            _remove(stale)
+        staging.remove_plugin_files(staging_dir, image_id,
+                                    'left by an interrupted attempt')
 
         try:
             pipeline = load_pipeline()
@@ -216,7 +206,7 @@ class ConvertOva(task.Task):
             report = pipeline.convert(
                 self.src_path, self.dest_path, opts=self.opts,
                 progress=progress,
-                partial_prefix=self.dest_path + PARTIAL_INFIX)
+                partial_prefix=staging.partial_prefix(staging_dir, image_id))
         except exception.XenImportError as exc:
             reason = sanitize.line(exc)
             LOG.warning('xen-ova import of image %s refused: %s',
@@ -241,7 +231,7 @@ class ConvertOva(task.Task):
 
     def revert(self, result, **kwargs):
         if self.dest_path:
-            _remove(self.dest_path)
+            staging.remove(self.dest_path)
         if self.src_uri:
             # The image goes back to queued: its staged data cannot be
             # imported again and would only fill the staging area.
@@ -309,13 +299,4 @@ def remove_staged(file_uri):
         except glance_store.exceptions.NotFound:
             pass
         return
-    _remove(path_of(file_uri))
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        LOG.warning('Could not remove %s: %s', path, exc)
+    staging.remove(path_of(file_uri))

@@ -151,6 +151,22 @@ def _tail(path, lines=60):
         return ''
 
 
+def _live_members(group):
+    """Processes of a process group that still run (zombies excluded)."""
+    live = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/%s/stat' % pid) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may hold spaces.
+        fields = stat[stat.rindex(')') + 2:].split()
+        if int(fields[2]) == group and fields[0] not in 'ZX':
+            live.append(int(pid))
+    return live
+
+
 class GlanceServer(object):
     """One glance-api configuration, started once, stopped always.
 
@@ -160,17 +176,19 @@ class GlanceServer(object):
     :param web_download_port: a loopback port web-download may fetch from
     :param xen_ova_options: extra ``[xen_ova]`` options
     :param default_options: extra ``[DEFAULT]`` options of glance-api.conf
+    :param workers: gunicorn worker processes (each runs its own imports)
     """
 
     def __init__(self, workdir, multistore=False, web_download_port=None,
                  xen_ova_options=None, default_options=None,
-                 workers_threads=8):
+                 workers_threads=8, workers=1):
         self.workdir = os.path.abspath(workdir)
         self.multistore = multistore
         self.web_download_port = web_download_port
         self.xen_ova_options = dict(xen_ova_options or {})
         self.default_options = dict(default_options or {})
         self.threads = workers_threads
+        self.workers = workers
         self.etc = os.path.join(self.workdir, 'etc')
         self.staging_dir = os.path.join(self.workdir, 'staging')
         self.log_file = os.path.join(self.workdir, 'glance-api.log')
@@ -279,12 +297,7 @@ class GlanceServer(object):
     def start(self, timeout=120):
         self.sock = _listening_socket()
         self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self.restart(timeout)
 
     def _start(self, timeout):
         self._write_config()
@@ -296,7 +309,8 @@ class GlanceServer(object):
         fd = self.sock.fileno()
         argv = [sys.executable, '-m', 'gunicorn',
                 '--bind', 'fd://%d' % fd,
-                '--workers', '1', '--threads', str(self.threads),
+                '--workers', str(self.workers),
+                '--threads', str(self.threads),
                 '--timeout', '600', '--graceful-timeout', '10',
                 '--error-logfile', self.gunicorn_log,
                 '--chdir', REPO_ROOT,
@@ -346,6 +360,34 @@ class GlanceServer(object):
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+    def kill(self):
+        """SIGKILL gunicorn and its workers at once, as a crash would.
+
+        The listening socket stays open here, so ``restart`` serves the
+        same URL: Glance records it on staged images
+        (``worker_self_reference_url``) and forwards to it.
+        """
+        group = self.process.pid
+        os.killpg(group, signal.SIGKILL)
+        self.process.wait(30)
+        self.process = None
+        # The workers die with the master but are reaped by init: wait
+        # until none is left to write a byte.
+        deadline = time.monotonic() + 30
+        while _live_members(group):
+            if time.monotonic() > deadline:
+                raise GlanceError('glance-api workers outlived SIGKILL')
+            time.sleep(0.05)
+
+    def restart(self, timeout=120):
+        """(Re)start on this configuration, database, staging and socket."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def __enter__(self):
         return self.start()

@@ -224,3 +224,60 @@ def test_other_requests_are_not_read(glance_conf, method, path, length):
     _filter(app)(environ, lambda status, headers: statuses.append(status))
     assert statuses == ['200 OK']
     assert app.environ['wsgi.input'] is sentinel
+
+
+# -- DELETE /v2/images/{id}: the plugin's staging leftovers go too --------
+
+IMAGE_ID = '0f5a53e4-9a6e-4f3b-a1ce-46a3b1f0c2d7'
+
+
+@pytest.fixture
+def staging_dir(monkeypatch, tmp_path):
+    monkeypatch.setattr(middleware.staging, 'glance_staging_dir',
+                        lambda: str(tmp_path))
+    names = [IMAGE_ID,                              # Glance's own
+             IMAGE_ID + '.xenova.raw',
+             IMAGE_ID + '.xenova.raw.partial-1a2b3c4d',
+             IMAGE_ID + '.xenova.raw.partial-[x]',
+             'a7d6c1e2-0d8c-4a55-8f0e-5d3c2b1a0f99.xenova.raw']
+    for name in names:
+        (tmp_path / name).write_bytes(b'leftover')
+    return tmp_path
+
+
+def _delete(app, image_id=IMAGE_ID):
+    req = webob.Request.blank('/v2/images/%s' % image_id, method='DELETE')
+    return req.get_response(_filter(app))
+
+
+def test_deleted_image_loses_its_raw_and_partials(glance_conf, staging_dir):
+    resp = _delete(Recorder(status=204, body=None))
+    assert resp.status_int == 204
+    # Glance's staged data is Glance's to remove; another image's RAW stays.
+    assert sorted(p.name for p in staging_dir.iterdir()) == [
+        IMAGE_ID, 'a7d6c1e2-0d8c-4a55-8f0e-5d3c2b1a0f99.xenova.raw']
+
+
+@pytest.mark.parametrize('status', [403, 404, 409, 500])
+def test_refused_delete_keeps_the_files(glance_conf, staging_dir, status):
+    before = sorted(p.name for p in staging_dir.iterdir())
+    resp = _delete(Recorder(status=status, body={'error': 'no'}))
+    assert resp.status_int == status
+    assert sorted(p.name for p in staging_dir.iterdir()) == before
+
+
+@pytest.mark.parametrize('image_id', ['..', '*', IMAGE_ID + '*',
+                                      'not-a-uuid'])
+def test_delete_of_a_non_uuid_path_removes_nothing(glance_conf, staging_dir,
+                                                   image_id):
+    before = sorted(p.name for p in staging_dir.iterdir())
+    assert _delete(Recorder(status=204), image_id).status_int == 204
+    assert sorted(p.name for p in staging_dir.iterdir()) == before
+
+
+def test_delete_outside_glance_passes_through(glance_conf, monkeypatch):
+    monkeypatch.setattr(middleware.staging, 'glance_staging_dir',
+                        lambda: None)
+    app = Recorder(status=204)
+    assert _delete(app).status_int == 204
+    assert app.environ['PATH_INFO'] == '/v2/images/%s' % IMAGE_ID
