@@ -222,8 +222,11 @@ def rootfs_tarball(log=None):
                 '--customize-hook=' + XENONLY_HOOK,
                 r['suite'], part] + r['mirrors']
         try:
-            subprocess.run(argv, check=True, stdout=log or subprocess.DEVNULL,
-                           stderr=subprocess.STDOUT)
+            if log is None:
+                ovakit.run(*argv)      # its error carries the output
+            else:
+                subprocess.run(argv, check=True, stdout=log,
+                               stderr=subprocess.STDOUT)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part)
@@ -359,11 +362,10 @@ def build_disk(variant, path, tarball, workdir):
 
 @dataclasses.dataclass
 class Guest:
-    """A built guest: its RAW disk, the Xen VHD and the OVA holding it."""
+    """A built guest: its RAW disk and the XenCenter-style OVA holding it."""
 
     name: str
     raw: str
-    vhd: str
     ova: str
     fs_uuid: str
     kernel: str
@@ -374,16 +376,56 @@ def build_guest(variant, out_dir, tarball):
     base = os.path.join(out_dir, variant.name)
     with tempfile.TemporaryDirectory(dir=out_dir) as work:
         facts = build_disk(variant, base + '.raw', tarball, work)
-    vhd = ovakit.xen_vhd(base + '.raw', base + '.vhd', creator='caml')
-    ova = ovakit.make_ova(base + '.ova', [ovakit.OvaDisk(vhd)],
-                          name=variant.name).path
-    return Guest(variant.name, base + '.raw', vhd, ova, facts['fs_uuid'],
+        vhd = ovakit.xen_vhd(base + '.raw', os.path.join(work, 'disk.vhd'),
+                             creator='caml')
+        ova = ovakit.make_ova(base + '.ova', [ovakit.OvaDisk(vhd)],
+                              name=variant.name).path
+    return Guest(variant.name, base + '.raw', ova, facts['fs_uuid'],
                  facts['kernel'])
 
 
-def build_guests(out_dir, names=None, log=None):
-    """Build the named variants (all by default) into ``out_dir``."""
-    tarball = rootfs_tarball(log)
-    os.makedirs(out_dir, exist_ok=True)
-    return {name: build_guest(VARIANTS[name], out_dir, tarball)
-            for name in (names or VARIANTS)}
+def guests_key():
+    """Changes with the recipe and with the code that shapes the disks."""
+    digest = hashlib.sha256(recipe_key().encode())
+    for module in (__file__, ovakit.__file__):
+        with open(module, 'rb') as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+def _prune(prefix, keep):
+    top = cache_dir()
+    for name in os.listdir(top):
+        if name.startswith(prefix) and not name.startswith(keep):
+            path = os.path.join(top, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+
+def cached_guests(log=None):
+    """Every variant, built once per machine (per recipe and kit code)."""
+    key = guests_key()
+    out = os.path.join(cache_dir(), 'guests-' + key)
+    with _locked(os.path.join(cache_dir(), 'guests.lock')):
+        index = os.path.join(out, 'guests.json')
+        if not os.path.exists(index):
+            tarball = rootfs_tarball(log)
+            _prune('rootfs-', 'rootfs-' + recipe_key())
+            _prune('guests-', 'guests-' + key)
+            part = out + '.part'
+            shutil.rmtree(part, ignore_errors=True)
+            os.makedirs(part)
+            built = [build_guest(v, part, tarball) for v in VARIANTS.values()]
+            with open(os.path.join(part, 'guests.json'), 'w') as f:
+                json.dump([dataclasses.asdict(g) for g in built], f)
+            os.rename(part, out)
+    with open(index) as f:
+        guests = [Guest(**g) for g in json.load(f)]
+    for g in guests:
+        # Built in the .part directory, which has been renamed since.
+        g.raw = os.path.join(out, os.path.basename(g.raw))
+        g.ova = os.path.join(out, os.path.basename(g.ova))
+    return {g.name: g for g in guests}
