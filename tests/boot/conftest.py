@@ -18,13 +18,8 @@ at a time; tests then wait for the result they need. Timings are printed
 at the end of the run.
 """
 
-import concurrent.futures
-import dataclasses
 import importlib.util
-import json
-import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -36,8 +31,9 @@ from tests.boot import runs
 from tests.functional import glance_server
 from tests import ovakit
 
+
 def pytest_terminal_summary(terminalreporter):
-    if TIMINGS:
+    if runs.TIMINGS:
         terminalreporter.section('boot timings')
         for what, seconds in runs.TIMINGS:
             shown = 'not reached' if seconds is None else '%.1f s' % seconds

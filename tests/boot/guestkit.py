@@ -107,14 +107,14 @@ insmod part_msdos
 insmod ext2
 search --no-floppy --fs-uuid --set=root %(uuid)s
 menuentry 'Debian GNU/Linux' --class debian --class gnu-linux {
-	insmod gzio
-	insmod part_msdos
-	insmod ext2
-	search --no-floppy --fs-uuid --set=root %(uuid)s
-	echo	'Loading Linux %(version)s ...'
-	linux	/boot/vmlinuz-%(version)s root=%(root)s ro %(cmdline)s
-	echo	'Loading initial ramdisk ...'
-	initrd	/boot/initrd.img-%(version)s
+\tinsmod gzio
+\tinsmod part_msdos
+\tinsmod ext2
+\tsearch --no-floppy --fs-uuid --set=root %(uuid)s
+\techo\t'Loading Linux %(version)s ...'
+\tlinux\t/boot/vmlinuz-%(version)s root=%(root)s ro %(cmdline)s
+\techo\t'Loading initial ramdisk ...'
+\tinitrd\t/boot/initrd.img-%(version)s
 }
 '''
 

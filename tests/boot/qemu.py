@@ -180,7 +180,7 @@ def run_qemu(argv, log, timeout, grace=5.0, poll=0.5):
                       seconds, log, argv)
 
 
-def boot(raw, properties, log, accel, timeout=420):
+def boot(raw, properties, log, accel, timeout=240):
     """Boot ``raw`` as Nova would with these image properties."""
     with tempfile.TemporaryDirectory() as workdir:
         argv = qemu_argv(raw, properties, log, accel, workdir)

@@ -117,5 +117,3 @@ def assert_booted_on_named_bus(properties, result):
     expected = 'GXI-BOOT-OK root=%s rw' % ROOT_DEVICE[
         properties['hw_disk_bus']]
     assert result.marker == expected, result.describe()
-
-

@@ -23,6 +23,7 @@ import re
 from tests.boot import runs
 from tests import ovakit
 
+
 def assert_booted(run):
     runs.assert_booted_on_named_bus(run.conversion.properties, run.boot)
 
