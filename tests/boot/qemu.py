@@ -30,6 +30,7 @@ import threading
 import time
 
 from tests.boot import guestkit
+from tests.functional import glance_server
 
 QEMU = 'qemu-system-x86_64'
 OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd'
@@ -140,7 +141,8 @@ def run_qemu(argv, log, timeout, grace=5.0, poll=0.5):
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=glance_server.die_with_parent)
     outcome, deadline = 'timeout', start + timeout
     try:
         while time.monotonic() < deadline:
@@ -211,7 +213,8 @@ def _probe_one(accel, kernel, workdir, timeout, results, first_done):
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=glance_server.die_with_parent)
     try:
         while time.monotonic() - start < timeout:
             if PROBE_END.search(_read(log)) or proc.poll() is not None:
