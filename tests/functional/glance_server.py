@@ -130,7 +130,7 @@ def _listening_socket():
     return sock
 
 
-def _die_with_parent():
+def die_with_parent():
     """In the child: get SIGTERM when the test process dies (Linux).
 
     A killed pytest cannot run its fixture teardown; without this the
@@ -322,7 +322,7 @@ class GlanceServer(object):
                 argv, env=self._env(), pass_fds=(fd,),
                 stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_parent)
+                preexec_fn=die_with_parent)
         finally:
             log.close()
         self._wait_ready(timeout)

@@ -1,0 +1,98 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Linux guests from Xen, converted by the CLI, booted in QEMU.
+
+Each guest (tests/boot/guestkit.py) is converted with ``glance-xen-import
+convert --json`` and booted with the devices its reported properties mean.
+A boot counts only when the guest's own marker says ``/`` is the device
+its fstab names, mounted read-write.
+"""
+
+import re
+
+from tests.boot import runs
+from tests import ovakit
+
+
+def assert_booted(run):
+    runs.assert_booted_on_named_bus(run.conversion.properties, run.boot)
+
+
+def assert_dropped_to_shell(run, device):
+    log = run.boot.log()
+    assert run.boot.marker is None, run.boot.describe()
+    assert re.search(r'ALERT!\s+%s does not exist\.\s+Dropping to a shell'
+                     % re.escape(device), log), run.boot.describe()
+
+
+def assert_unchanged(run, guest):
+    assert ovakit.sparse_first_difference(run.conversion.raw,
+                                          guest.raw) is None
+
+
+def reasons(properties):
+    return properties.get('xen_import_fixup_reasons', '').split(',')
+
+
+# -- xen-names: /dev/xvda1 in fstab and grub.cfg, hvc0, Xen MAC rules ------
+
+def test_xen_names_fixed_by_default_boots(boots):
+    run = boots.result('xen-names', 'auto')
+    assert_booted(run)
+
+
+def test_xen_names_report_mode_leaves_the_disk_alone(boots, guests):
+    run = boots.result('xen-names', 'report')
+    properties = run.conversion.properties
+    assert properties['xen_import_fixup_required'] == 'true'
+    assert 'xvd-device-names' in reasons(properties)
+    assert_unchanged(run, guests['xen-names'])
+
+
+def test_xen_names_unfixed_stops_in_the_initramfs(boots):
+    # What the fixup is for, and proof the harness sees a failed boot.
+    run = boots.result('xen-names', 'report')
+    assert_dropped_to_shell(run, '/dev/xvda1')
+
+
+# -- xen-initramfs: an initramfs holding only xen-blkfront ---------------
+
+def test_xen_only_initramfs_is_flagged(boots):
+    properties = boots.result('xen-initramfs', 'auto').conversion.properties
+    assert properties['xen_import_fixup_required'] == 'true'
+    assert 'initramfs-lacks-kvm-storage' in reasons(properties)
+    missing = [d.replace('-', '_') for d in
+               properties['xen_import_missing_drivers'].split(',')]
+    bus = (properties['hw_disk_bus'], properties.get('hw_scsi_model'))
+    assert runs.BUS_DRIVER[bus] in missing
+
+
+def test_xen_only_initramfs_does_not_boot_on_the_named_bus(boots, guests):
+    # The flag is honest: this guest cannot find its disk.
+    run = boots.result('xen-initramfs', 'auto')
+    assert_dropped_to_shell(run, 'UUID=%s' % guests['xen-initramfs'].fs_uuid)
+
+
+# -- guests that need nothing ---------------------------------------------
+
+def test_clean_guest_is_unchanged_and_boots(boots, guests):
+    run = boots.result('clean', 'auto')
+    assert run.conversion.properties['xen_import_fixup_required'] == 'false'
+    assert_unchanged(run, guests['clean'])
+    assert_booted(run)
+
+
+def test_hvc0_console_alone_is_informational(boots):
+    run = boots.result('hvc0-only', 'auto')
+    assert run.conversion.properties['xen_import_fixup_required'] == 'false'
+    assert_booted(run)
