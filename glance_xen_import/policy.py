@@ -23,6 +23,7 @@ operator's default. The xen_import_* properties say whether the guest
 still carries something that stops it booting or working on KVM.
 """
 
+from glance_xen_import.inspect import linux as linux_inspect
 from glance_xen_import import options as options_mod
 
 # Driver service types that are kernel code (SERVICE_KERNEL_DRIVER,
@@ -156,6 +157,24 @@ def _xen_console(guest, layout):
     return bool(linux and linux.xen_console)
 
 
+def _xen_console_blocks(guest, layout):
+    # The default entry's command line decides when it is known; else any
+    # boot loader line that ends with a Xen console.
+    linux = _linux(guest)
+    if not linux or not linux.xen_console:
+        return False
+    entry = linux.boot_entry
+    if entry is not None and entry.cmdline is not None:
+        return linux_inspect.xen_console_last(entry.cmdline)
+    return any(linux_inspect.xen_console_last(line.split(': ', 1)[-1])
+               for line in linux.xen_console)
+
+
+def _xen_console_silent(guest, layout):
+    return _xen_console(guest, layout) and not _xen_console_blocks(
+        guest, layout)
+
+
 def _pv_only_kernel(guest, layout):
     linux = _linux(guest)
     return bool(linux and linux.pv_only_kernel)
@@ -195,6 +214,7 @@ FIXUP_REASONS = (
     ('dirty-hive', _dirty_hive),
     ('hibernated', _hibernated),
     ('xvd-device-names', _xvd_device_names),
+    ('xen-console', _xen_console_blocks),
     ('pv-only-kernel', _pv_only_kernel),
     ('initramfs-unreadable', _initramfs_unreadable),
     ('initramfs-lacks-kvm-storage', _initramfs_lacks_kvm_storage),
@@ -208,12 +228,12 @@ def _mac_bindings(guest, layout):
     return bool(linux and linux.mac_bindings)
 
 
-# What is worth knowing but does not stop a boot: a Xen console beside a
-# root KVM can find (the kernel just logs elsewhere), and NIC names or
+# What is worth knowing but does not stop a boot: a Xen console that is
+# not the last console= (the kernel just logs there in vain), and NIC names or
 # configuration bound to the Xen MAC (the guest boots; its first NIC may
 # come up under another name). Reported in xen_import_findings.
 FINDINGS = (
-    ('xen-console', _xen_console),
+    ('xen-console', _xen_console_silent),
     ('mac-bound-network', _mac_bindings),
 )
 

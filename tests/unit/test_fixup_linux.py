@@ -94,24 +94,35 @@ def test_report_mode_is_byte_identical(tmp_path):
     assert linuxkit.differing_ranges(raw, out) == []
     assert props['xen_import_fixup_required'] == 'true'
     assert 'xvd-device-names' in props['xen_import_fixup_reasons']
-    assert props['xen_import_findings'] == 'xen-console,mac-bound-network'
+    # hvc0 is the command line's last console: a reason, not a finding.
+    assert 'xen-console' in props['xen_import_fixup_reasons']
+    assert props['xen_import_findings'] == 'mac-bound-network'
     assert 'xen_import_fixups_applied' not in props
 
 
-def test_console_alone_is_a_finding_not_a_fixup(tmp_path):
+@pytest.mark.parametrize('cmdline, reason', [
+    ('console=hvc0', True), ('console=hvc0 console=ttyS0', False)])
+def test_console_reason_or_finding(tmp_path, cmdline, reason):
     files = dict(linuxkit.XEN_FILES)
     files['/etc/fstab'] = 'UUID=5e6f / ext4 defaults 0 1\n'
     files['/boot/grub/grub.cfg'] = (
         'menuentry "Debian" {\n\tlinux /boot/vmlinuz root=UUID=5e6f ro '
-        'console=hvc0\n}\n')
+        '%s\n}\n' % cmdline)
     files['/etc/default/grub'] = 'GRUB_CMDLINE_LINUX=""\n'
     del files['/etc/udev/rules.d/70-persistent-net.rules']
     del files['/etc/sysconfig/network-scripts/ifcfg-eth0']
     raw, ova = _guest(tmp_path, files)
     props = _convert(ova, str(tmp_path / 'r.raw'),
                      '--linux-fixup', 'report')['properties']
-    assert props['xen_import_findings'] == 'xen-console'
-    assert 'xen-console' not in props.get('xen_import_fixup_reasons', '')
+    assert ('xen-console' in props.get('xen_import_findings', '')
+            ) is not reason
+    assert ('xen-console' in props.get('xen_import_fixup_reasons', '')
+            ) is reason
+    # The fixup makes it tty0 either way; nothing Xen is left to report.
+    fixed = _convert(ova, str(tmp_path / 'f.raw'))['properties']
+    assert 'console:tty0' in fixed['xen_import_fixups_applied']
+    assert 'xen-console' not in fixed.get('xen_import_findings', '')
+    assert 'xen-console' not in fixed.get('xen_import_fixup_reasons', '')
 
 
 def test_clean_guest_comes_out_identical(tmp_path):
