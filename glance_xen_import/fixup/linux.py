@@ -153,7 +153,8 @@ class _Volume(object):
             return
         try:
             checker = self._checker(scratch_dir)
-        except exception.GuestError as exc:
+        except (exception.GuestError, OSError) as exc:
+            # No room for XFS's scratch copy is a reason, not a failure.
             return self._refuse(exc)
         written = []
         try:
@@ -164,7 +165,7 @@ class _Volume(object):
                 written.append((mapped, changed))
                 mapped.write_back(new, changed)
             self._verify(checker)
-        except exception.GuestError as exc:
+        except (exception.GuestError, OSError) as exc:
             for mapped, changed in written:
                 mapped.write_back(mapped.data, changed)
             return self._refuse(exc)

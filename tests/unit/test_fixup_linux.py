@@ -17,13 +17,17 @@ Results are read back with e2fsprogs (debugfs, e2fsck) and xfsprogs
 in tests/linuxkit.py.
 """
 
+import errno
 import json
+import os
 import re
 import subprocess
 import sys
 
 import pytest
 
+from glance_xen_import.fixup import fscheck
+from glance_xen_import import pipeline
 from tests import linuxkit
 from tests import ovakit
 
@@ -270,3 +274,25 @@ def test_extent_past_the_file_system_refused(tmp_path):
     # Nothing was written through the broken map, or anywhere else.
     assert linuxkit.differing_ranges(raw, out) == []
     assert report['properties']['xen_import_fixup_required'] == 'true'
+
+
+def test_no_room_for_the_xfs_scratch_copy_is_a_reason(tmp_path, monkeypatch):
+    if ovakit.missing_tools('mkfs.xfs', 'xfs_db', 'xfs_repair'):
+        pytest.skip('needs xfsprogs')
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(fscheck, '_sparse_copy', full)
+    files = dict(linuxkit.XEN_FILES)
+    files['/etc/fstab'] = '/dev/xvda1 / xfs defaults 0 0\n'
+    raw, ova = _guest(tmp_path, files, fstype='xfs')
+    out = str(tmp_path / 'out.raw')
+    report = pipeline.convert(ova, out)
+    assert linuxkit.differing_ranges(raw, out) == []
+    assert report.linux_fixup.files == []
+    assert any('No space left on device' in n
+               for n in report.linux_fixup.not_edited)
+    assert report.properties['xen_import_fixup_required'] == 'true'
+    assert not [n for n in os.listdir(tmp_path)
+                if n.startswith('.xen-import-xfs-')]
