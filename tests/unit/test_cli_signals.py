@@ -69,6 +69,16 @@ def _finish(proc):
     return proc.returncode, out.decode(), err.decode()
 
 
+def _convert_started(tmp_path, ova):
+    """A convert into an empty out/, caught once its partial holds data."""
+    out_dir = tmp_path / 'out'
+    out_dir.mkdir()
+    dest = str(out_dir / 'vm.raw')
+    proc = _start(['convert', '-', dest], ova)
+    partial = _partial_with_data(str(out_dir / '.vm.raw.partial-*'), proc)
+    return out_dir, dest, proc, partial
+
+
 @pytest.fixture
 def ova(corpus, tmp_path):
     path = str(tmp_path / 'vm.ova')
@@ -80,11 +90,7 @@ def ova(corpus, tmp_path):
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGHUP,
                                     signal.SIGINT])
 def test_convert_stopped_removes_partial(tmp_path, ova, signum):
-    out_dir = tmp_path / 'out'
-    out_dir.mkdir()
-    dest = str(out_dir / 'vm.raw')
-    proc = _start(['convert', '-', dest], ova)
-    partial = _partial_with_data(str(out_dir / '.vm.raw.partial-*'), proc)
+    out_dir, dest, proc, partial = _convert_started(tmp_path, ova)
     assert not os.path.exists(dest)
     proc.send_signal(signum)
     status, out, err = _finish(proc)
@@ -96,11 +102,7 @@ def test_convert_stopped_removes_partial(tmp_path, ova, signum):
 
 
 def test_convert_killed_leaves_nothing_under_dest(tmp_path, ova):
-    out_dir = tmp_path / 'out'
-    out_dir.mkdir()
-    dest = str(out_dir / 'vm.raw')
-    proc = _start(['convert', '-', dest], ova)
-    partial = _partial_with_data(str(out_dir / '.vm.raw.partial-*'), proc)
+    out_dir, dest, proc, partial = _convert_started(tmp_path, ova)
     proc.kill()
     status, _out, _err = _finish(proc)
     assert status == -signal.SIGKILL
@@ -122,11 +124,7 @@ def test_inspect_stopped_removes_scratch(tmp_path, ova):
 
 def test_convert_completes_when_not_stopped(tmp_path, ova):
     """The same held-back feed, finished: DEST appears, no partial stays."""
-    out_dir = tmp_path / 'out'
-    out_dir.mkdir()
-    dest = str(out_dir / 'vm.raw')
-    proc = _start(['convert', '-', dest], ova)
-    _partial_with_data(str(out_dir / '.vm.raw.partial-*'), proc)
+    out_dir, _dest, proc, _partial = _convert_started(tmp_path, ova)
     with open(ova, 'rb') as f:
         proc.stdin.write(f.read()[-HELD_BACK:])
     status, _out, err = _finish(proc)

@@ -30,6 +30,7 @@ from glance_xen_import import fixup
 from glance_xen_import.formats import partitions
 from glance_xen_import import inspect as guest_inspect
 from glance_xen_import import report
+from tests import ovakit
 
 GUESTS = os.path.join(os.path.dirname(__file__), os.pardir, 'fixtures',
                       'guests')
@@ -41,13 +42,6 @@ CLASSES = ('{4d36e97d-e325-11ce-bfc1-08002be10318}',     # System
 HVM_PACKAGE = report.PackageInfo(name='vm', virtual_system_type='hvm-3.0',
                                  os_id=None, os_description=None,
                                  manifest='absent', signed=False)
-
-
-def _need(*tools):
-    for tool in tools:
-        if shutil.which(tool) is None:
-            pytest.skip('%s is not installed (sleuthkit, ntfs-3g and '
-                        'libhivex-bin are installed by .ci/run)' % tool)
 
 
 def _guest(tmp_path, name):
@@ -122,7 +116,8 @@ def _changed_offsets(before, after):
 
 @pytest.mark.parametrize('name', ['win2008r2-xen', 'win2016-xen'])
 def test_xen_guest_is_neutralised(tmp_path, name):
-    _need('ifind', 'icat', 'istat', 'fsstat', 'hivexget', 'ntfsfix')
+    ovakit.require_tools('ifind', 'icat', 'istat', 'fsstat', 'hivexget',
+                         'ntfsfix')
     path, layout = _guest(tmp_path, name)
     original = str(tmp_path / 'original.raw')
     shutil.copyfile(path, original)

@@ -24,7 +24,6 @@ import json
 import lzma
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -36,28 +35,19 @@ from glance_xen_import.fixup import inplace
 from glance_xen_import.formats import partitions
 from glance_xen_import import inspect as guest_inspect
 from glance_xen_import import policy
-from glance_xen_import import report
 from tests import hivekit
 from tests import ovakit
+from tests.unit import test_fixup_disk
 
 GUESTS = os.path.join(os.path.dirname(__file__), os.pardir, 'fixtures',
                       'guests')
 SECTOR = 512
 HIVE_PATH = '/Windows/System32/config/SYSTEM'
-PACKAGE = report.PackageInfo(name='vm', virtual_system_type='hvm-3.0',
-                             os_id=None, os_description=None,
-                             manifest='absent', signed=False)
-
-
-def _need(*tools):
-    for tool in tools:
-        if shutil.which(tool) is None:
-            pytest.skip('%s is not installed (sleuthkit and ntfs-3g are '
-                        'installed by .ci/run)' % tool)
+PACKAGE = test_fixup_disk.HVM_PACKAGE
 
 
 def _guest(tmp_path):
-    _need('icat', 'ifind', 'istat', 'fsstat', 'ntfscp')
+    ovakit.require_tools('icat', 'ifind', 'istat', 'fsstat', 'ntfscp')
     path = tmp_path / 'win2016-xen.raw'
     with lzma.open(os.path.join(GUESTS, 'win2016-xen.raw.xz')) as src:
         path.write_bytes(src.read())

@@ -61,10 +61,22 @@ def counted(monkeypatch):
     return counter
 
 
-def refused(source, dest, match):
+def refused(tmp_path, source, match):
+    """Convert into an empty directory: refused, and nothing left there."""
+    out_dir = tmp_path / 'out'
+    out_dir.mkdir()
     with pytest.raises(exception.XenImportError, match=match):
-        pipeline.convert(source, dest)
-    assert os.listdir(os.path.dirname(dest)) == [], 'output left behind'
+        pipeline.convert(source, str(out_dir / 'vm.raw'))
+    assert os.listdir(out_dir) == [], 'output left behind'
+
+
+def one_disk_ova(tmp_path, disk, member_path):
+    """An OVA of a descriptor for disk and its member's bytes."""
+    ova = str(tmp_path / 'vm.ova')
+    ovakit.write_tar(ova, [
+        ovakit.Member('vm.ovf', data=ovakit.ovf_descriptor([disk])),
+        ovakit.Member(disk.href, path=member_path)])
+    return ova
 
 
 def fake_disk(href, capacity, compression=None, boot=True, address=0):
@@ -81,13 +93,8 @@ def test_compressed_member_bomb_stops_at_capacity(tmp_path, counted, kind):
     bomb = str(tmp_path / 'bomb')
     with open(bomb, 'wb') as out:
         ovakit.write_zero_bomb(out, kind, 1 * GiB)
-    ova = str(tmp_path / 'bomb.ova')
-    ovakit.write_tar(ova, [
-        ovakit.Member('vm.ovf', data=ovakit.ovf_descriptor([disk])),
-        ovakit.Member(disk.href, path=bomb)])
-    out_dir = tmp_path / 'out'
-    out_dir.mkdir()
-    refused(ova, str(out_dir / 'vm.raw'),
+    ova = one_disk_ova(tmp_path, disk, bomb)
+    refused(tmp_path, ova,
             'fixed VHD holds more than the 16777216 bytes of data its '
             'declared size allows')
     # The declared data and its footer, and the one byte that proves more.
@@ -106,9 +113,7 @@ def test_unreferenced_member_in_compressed_ova(tmp_path, counted, corpus,
                                     after=1, name='notes.bin',
                                     size=8 * GiB, kind=kind)
     assert os.path.getsize(ova) < 16 * MiB
-    out_dir = tmp_path / 'out'
-    out_dir.mkdir()
-    refused(ova, str(out_dir / 'vm.raw'),
+    refused(tmp_path, ova,
             'member notes.bin is not referenced by the OVF descriptor and '
             'such members may hold 1048576 bytes in all; it is 8589934592 '
             'bytes')
@@ -134,12 +139,10 @@ def test_extra_disk_member_larger_than_its_capacity(tmp_path, counted,
                     ovf=ovakit.ovf_descriptor([boot, extra]))
     ova = ovakit.splice_zero_member(plain, str(tmp_path / 'vm.ova.gz'),
                                     after=2, name='data.vhd', size=8 * GiB)
-    out_dir = tmp_path / 'out'
-    out_dir.mkdir()
     # A 16 MiB disk in 512-byte blocks behind 512-byte bitmaps, with the
     # largest BAT (2 Mi entries of 4 bytes), header, footer and its copy.
     bound = 2 * 16 * MiB + 8 * MiB + 1024 + 2 * 512
-    refused(ova, str(out_dir / 'vm.raw'),
+    refused(tmp_path, ova,
             'file data.vhd holds more than %d bytes, the most the VHD of '
             'a disk of 16777216 bytes can take' % bound)
     assert counted.decompressed < 2 * MiB + os.path.getsize(boot.path)
@@ -157,13 +160,8 @@ def test_dynamic_vhd_with_a_gap_before_its_footer(tmp_path, counted, corpus):
         out.write(ovakit.compress(data[-512:], 'gzip'))
     disk = fake_disk('disk.vhd.gz', ovakit.footer_info(vhd)['current_size'],
                      compression='gzip')
-    ova = str(tmp_path / 'vm.ova')
-    ovakit.write_tar(ova, [
-        ovakit.Member('vm.ovf', data=ovakit.ovf_descriptor([disk])),
-        ovakit.Member(disk.href, path=member)])
-    out_dir = tmp_path / 'out'
-    out_dir.mkdir()
-    refused(ova, str(out_dir / 'vm.raw'),
+    ova = one_disk_ova(tmp_path, disk, member)
+    refused(tmp_path, ova,
             r'dynamic VHD runs past \d+ bytes, the most its \d+ allocated '
             r'blocks and its metadata take')
     # The metadata bound: the file, one spare block span and 8 MiB slack.
