@@ -81,13 +81,15 @@ xen_ova_opts = [
                default=plain.EXTRA_DISKS_REPORT,
                choices=[
                    (plain.EXTRA_DISKS_REPORT,
-                    'Import the boot disk and name the other disks in the '
-                    'xen_import_skipped_disks image property.'),
+                    'Import the boot disk and list every disk in the '
+                    'xen_import_vm_disks image property.'),
                    (plain.EXTRA_DISKS_REFUSE,
                     'Refuse packages that hold more than one disk.'),
                ],
-               help='What to do with an OVA that describes several disks. '
-                    'A Glance image holds one disk.'),
+               help='What to do with a package that holds several disks '
+                    'when the image does not choose one with its '
+                    'xen_import_disk property. A Glance image holds one '
+                    'disk; a chosen disk is always imported.'),
     cfg.IntOpt('progress_interval',
                default=10,
                min=1,

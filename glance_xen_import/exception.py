@@ -43,3 +43,7 @@ class InsufficientSpace(XenImportError):
 
 class GuestError(XenImportError):
     """The guest inside the disk could not be inspected or fixed."""
+
+
+class DiskNotFound(XenImportError):
+    """The disk the import asked for is not one of the VM's disks."""

@@ -37,3 +37,6 @@ class Options:
     windows_fixup: str = FIXUP_AUTO
     linux_fixup: str = FIXUP_AUTO
     extra_disks: str = EXTRA_DISKS_REPORT
+    # Which disk of the VM to convert (selection.choose); None: the boot
+    # disk.
+    disk: str = None

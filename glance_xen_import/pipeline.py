@@ -35,6 +35,7 @@ from glance_xen_import import options as options_mod
 from glance_xen_import import policy
 from glance_xen_import import report as report_mod
 from glance_xen_import import sanitize
+from glance_xen_import import selection
 
 # Read size on the input; large enough that per-call overhead vanishes.
 READ_SIZE = 4 << 20
@@ -88,16 +89,23 @@ def check_free_space(directory, needed):
             % (needed, free, directory))
 
 
-def _check_extra_disks(descriptor, opts):
-    if (len(descriptor.disks) > 1
+def _check_extra_disks(disks, opts):
+    # An explicit choice drops nothing silently, so it is always allowed.
+    if (len(disks) > 1 and not opts.disk
             and opts.extra_disks == options_mod.EXTRA_DISKS_REFUSE):
         raise exception.InvalidPackage(
             'package holds %d disks and only single-disk packages are '
-            'accepted' % len(descriptor.disks))
+            'accepted' % len(disks))
 
 
-def _converter(writer, opts, directory):
-    """Return the convert_disk callback the package reader calls."""
+def _ova_disks(descriptor):
+    return selection.vm_disks(
+        descriptor.disks, key=lambda d: d.href, name=lambda d: d.disk_id,
+        capacity=lambda d: d.capacity, bootable=lambda d: d.boot)
+
+
+def _vhd_converter(targets, opts, directory):
+    """Return the convert_disk callback the OVA reader calls."""
 
     def convert_disk(reader, size, disk):
         def on_metadata(info, upper_bound):
@@ -111,7 +119,8 @@ def _converter(writer, opts, directory):
                                         info.current_size))
             check_free_space(directory, upper_bound)
 
-        info = vhd.decode(reader, writer, member_size=size,
+        info = vhd.decode(reader, targets.writer(disk.href),
+                          member_size=size,
                           max_virtual_size=opts.max_virtual_size,
                           on_metadata=on_metadata, capacity=disk.capacity)
         if disk.capacity is not None and disk.capacity != info.current_size:
@@ -123,14 +132,82 @@ def _converter(writer, opts, directory):
     return convert_disk
 
 
+class _Targets(object):
+    """The RAW files being written, one for each chosen disk.
+
+    :param place: ``place(vm_disks)`` gives ``[(VmDisk, dest_path,
+        partial_prefix)]`` once the package has said which disks it holds.
+    """
+
+    def __init__(self, place, opts):
+        self._place = place
+        self._opts = opts
+        self.disks = None
+        self.chosen = []          # (VmDisk, dest_path, SparseWriter)
+
+    def select(self, vm_disks):
+        """Choose and open the outputs; returns the chosen records."""
+        _check_extra_disks(vm_disks, self._opts)
+        self.disks = vm_disks
+        for disk, dest_path, prefix in self._place(vm_disks):
+            writer = raw.SparseWriter(
+                dest_path, prefix=prefix or raw.partial_prefix(dest_path))
+            self.chosen.append((disk, dest_path, writer))
+        return [disk.record for disk, _dest, _writer in self.chosen]
+
+    def writer(self, key):
+        for disk, _dest, writer in self.chosen:
+            if disk.key == key:
+                return writer
+        raise AssertionError('disk %s was not chosen' % key)
+
+    def abort(self):
+        for _disk, _dest, writer in self.chosen:
+            writer.abort()
+
+
+def _read(source, targets, opts, directory, progress):
+    with _open_source(source) as (stream, total):
+        reader = _ProgressReader(stream, total, progress)
+        return ova.read_package(
+            reader, _vhd_converter(targets, opts, directory),
+            opts.manifest_policy,
+            max_disk_size=opts.max_virtual_size,
+            select=lambda d: targets.select(_ova_disks(d)))
+
+
+def _convert(source, place, opts, progress, directory):
+    """Convert the disks ``place`` chooses; [(dest_path, Report)]."""
+    opts = opts or options_mod.Options()
+    targets = _Targets(place, opts)
+    try:
+        package = _read(source, targets, opts, directory, progress)
+        results = dict((disk.href, info) for disk, info in package.converted)
+        done = []
+        for disk, dest_path, writer in targets.chosen:
+            info = results[disk.key]
+            writer.finish(info.current_size)
+            report = _analyse(writer.path, package, disk, targets.disks,
+                              info, writer.data_bytes, opts)
+            report.properties = sanitize.properties(report.properties)
+            done.append((dest_path, writer, report))
+        for dest_path, writer, _report in done:
+            raw.publish(writer.path, dest_path)
+        return [(dest_path, report) for dest_path, _w, report in done]
+    except BaseException:
+        targets.abort()
+        raise
+
+
 def convert(source, dest_path, opts=None, progress=None,
             partial_prefix=None):
-    """Convert the OVA ``source`` into a RAW image at ``dest_path``.
+    """Convert one disk of the package ``source`` into a RAW at ``dest_path``.
 
-    The RAW is written, inspected and fixed under a temporary name in the
-    same directory and given ``dest_path`` only once all of that
-    succeeded, so no process death ever leaves a partial image under the
-    final name.
+    The disk is the one ``opts.disk`` names (selection.choose), by default
+    the boot disk. The RAW is written, inspected and fixed under a
+    temporary name in the same directory and given ``dest_path`` only once
+    all of that succeeded, so no process death ever leaves a partial image
+    under the final name.
 
     :param source: a path, or a binary file object read front to back once.
     :param dest_path: where the RAW goes; must not exist.
@@ -143,30 +220,43 @@ def convert(source, dest_path, opts=None, progress=None,
     :raises: exception.XenImportError with a one-line reason.
     """
     opts = opts or options_mod.Options()
-    directory = os.path.dirname(os.path.abspath(dest_path))
     if os.path.lexists(dest_path):
         raise exception.XenImportError(
             'cannot create %s: it exists already' % dest_path)
-    writer = raw.SparseWriter(
-        dest_path, prefix=partial_prefix or raw.partial_prefix(dest_path))
-    try:
-        with _open_source(source) as (stream, total):
-            reader = _ProgressReader(stream, total, progress)
-            package = ova.read_package(
-                reader, _converter(writer, opts, directory),
-                opts.manifest_policy,
-                on_descriptor=lambda d: _check_extra_disks(d, opts),
-                max_disk_size=opts.max_virtual_size)
-        info = package.disk_result
-        writer.finish(info.current_size)
-        report = _analyse(writer.path, package, info, writer.data_bytes,
-                          opts)
-        report.properties = sanitize.properties(report.properties)
-        raw.publish(writer.path, dest_path)
-        return report
-    except BaseException:
-        writer.abort()
-        raise
+
+    def place(disks):
+        return [(selection.choose(disks, opts.disk), dest_path,
+                 partial_prefix)]
+
+    directory = os.path.dirname(os.path.abspath(dest_path))
+    return _convert(source, place, opts, progress, directory)[0][1]
+
+
+def disk_file_name(disk):
+    """The name convert_all gives a disk's RAW: ``disk-<position>.raw``."""
+    return 'disk-%d.raw' % disk.position
+
+
+def convert_all(source, dest_dir, opts=None, progress=None):
+    """Convert every disk of the package in one pass.
+
+    Each disk becomes ``dest_dir/disk-<position>.raw`` (disk_file_name),
+    published only when every disk converted; returns
+    ``[(dest_path, Report)]`` in the VM's disk order.
+    """
+    opts = opts or options_mod.Options()
+
+    def place(disks):
+        out = []
+        for disk in disks:
+            dest_path = os.path.join(dest_dir, disk_file_name(disk))
+            if os.path.lexists(dest_path):
+                raise exception.XenImportError(
+                    'cannot create %s: it exists already' % dest_path)
+            out.append((disk, dest_path, None))
+        return out
+
+    return _convert(source, place, opts, progress, dest_dir)
 
 
 def _fix_windows(dest_path, layout, guest, package_info, opts):
@@ -211,7 +301,7 @@ def _fixup_properties(properties, result):
         properties['xen_import_fixup_required'] = 'true'
 
 
-def _analyse(dest_path, package, info, allocated, opts):
+def _analyse(dest_path, package, disk, vm_disks, info, allocated, opts):
     with open(dest_path, 'rb') as image:
         layout = partitions.read_layout(image, info.current_size)
     package_info = report_mod.PackageInfo.from_package(package)
@@ -231,15 +321,20 @@ def _analyse(dest_path, package, info, allocated, opts):
                                            '').split(',') if f]
         properties['xen_import_findings'] = ','.join(
             found + ['linux-config-not-editable'])
-    if package.skipped_disks:
+    others = [d for d in vm_disks if d.position != disk.position]
+    if others:
         # href:capacity items; hrefs percent-encoded (sanitize.list_item).
         properties['xen_import_skipped_disks'] = sanitize.joined(
-            '%s:%s' % (sanitize.list_item(d.href),
+            '%s:%s' % (sanitize.list_item(d.key),
                        d.capacity if d.capacity is not None else '?')
-            for d in package.skipped_disks)
+            for d in others)
+        properties['xen_import_vm_disks'] = selection.property_value(
+            vm_disks)
+        properties['xen_import_disk_position'] = str(disk.position)
     return report_mod.Report(
         virtual_size=info.current_size, allocated_bytes=allocated,
-        source=info.source_tag, package=package_info, disk=package.disk,
-        other_disks=list(package.skipped_disks), vhd=info, layout=layout,
+        source=info.source_tag, package=package_info, disk=disk.record,
+        other_disks=[d.record for d in others], vhd=info, layout=layout,
         guest=guest, fixup=fixed, linux_fixup=linux_fixed,
-        properties=properties)
+        properties=properties, vm_disks=list(vm_disks),
+        disk_position=disk.position)

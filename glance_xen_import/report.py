@@ -49,14 +49,16 @@ class Report:
     allocated_bytes: int
     source: str
     package: PackageInfo
-    disk: object               # formats.ovf.DiskRef
-    other_disks: list          # formats.ovf.DiskRef not converted
+    disk: object               # the package's record of the disk
+    other_disks: list          # the records of the VM's other disks
     vhd: object                # formats.vhd.VhdInfo
     layout: object             # formats.partitions.DiskLayout
     guest: object = None       # inspect facts
     fixup: object = None       # fixup.FixupResult when a fixup ran
     linux_fixup: object = None  # fixup.linux.LinuxFixupResult when it ran
     properties: dict = dataclasses.field(default_factory=dict)
+    vm_disks: list = dataclasses.field(default_factory=list)  # VmDisk
+    disk_position: int = 0     # this image's disk among vm_disks
 
     @property
     def manifest(self):
@@ -78,6 +80,8 @@ class Report:
             'package': plain(self.package),
             'disk': plain(self.disk),
             'other_disks': [plain(d) for d in self.other_disks],
+            'vm_disks': [d.to_dict() for d in self.vm_disks],
+            'disk_position': self.disk_position,
             'vhd': plain(self.vhd),
             'layout': plain(self.layout),
             'guest': plain(self.guest),

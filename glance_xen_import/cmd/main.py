@@ -12,8 +12,9 @@
 
 """``glance-xen-import``: convert or inspect a Xen OVA before uploading it.
 
-    glance-xen-import convert SOURCE DEST [--json] [--windows-fixup MODE]
-    glance-xen-import inspect SOURCE [--json]
+    glance-xen-import convert SOURCE DEST [--disk N|KEY|NAME] [--json] ...
+    glance-xen-import convert SOURCE --all-disks DIR [--json] ...
+    glance-xen-import inspect SOURCE [--disk N|KEY|NAME] [--json]
 
 SOURCE may be ``-`` for standard input. On success the exit status is 0;
 on a refused input it is 1, with one line on stderr and no DEST left.
@@ -141,11 +142,19 @@ def _parser():
                          help='rewrite Xen device names, consoles and '
                               'MAC-bound network names in Linux guests '
                               '(auto) or only report them (report)')
+        sub.add_argument('--disk', default=None, metavar='N|KEY|NAME',
+                         help='the disk of the VM to convert: its position '
+                              '(0 is the boot disk), the file or VDI that '
+                              'holds it, or its name (default: the boot '
+                              'disk)')
 
     convert = commands.add_parser('convert', help='write the RAW image')
     common(convert)
-    convert.add_argument('dest', metavar='DEST',
+    convert.add_argument('dest', metavar='DEST', nargs='?',
                          help='RAW image to create; must not exist')
+    convert.add_argument('--all-disks', metavar='DIR', default=None,
+                         help='write every disk of the VM, in one pass, '
+                              'as DIR/disk-<position>.raw instead of DEST')
     inspect = commands.add_parser(
         'inspect', help='analyse only; the RAW is written to a scratch '
         'directory and removed')
@@ -162,7 +171,8 @@ def _options(args):
         default_disk_bus=args.default_disk_bus,
         windows_fixup=args.windows_fixup,
         linux_fixup=args.linux_fixup,
-        extra_disks=args.extra_disks)
+        extra_disks=args.extra_disks,
+        disk=args.disk)
 
 
 def _run(args, dest):
@@ -171,17 +181,32 @@ def _run(args, dest):
         progress = ProgressBar(sys.stderr)
     source = sys.stdin.buffer if args.source == '-' else args.source
     try:
-        return pipeline.convert(source, dest, _options(args), progress)
+        if getattr(args, 'all_disks', None):
+            return pipeline.convert_all(source, dest, _options(args),
+                                        progress)
+        return [(dest, pipeline.convert(source, dest, _options(args),
+                                        progress))]
     finally:
         if progress is not None:
             progress.close()
 
 
-def _print_report(report, args):
+def _print_reports(results, args):
     if args.json:
-        json.dump(report.to_dict(), sys.stdout, sort_keys=True)
+        if getattr(args, 'all_disks', None):
+            out = {'disks': [dict(r.to_dict(), path=p) for p, r in results]}
+        else:
+            out = results[0][1].to_dict()
+        json.dump(out, sys.stdout, sort_keys=True)
         sys.stdout.write('\n')
         return
+    for dest, report in results:
+        if len(results) > 1:
+            print('== disk %d: %s' % (report.disk_position, dest))
+        _print_report(report)
+
+
+def _print_report(report):
     show = sanitize.text
     print('source:        %s' % show(report.source))
     print('virtual size:  %d bytes' % report.virtual_size)
@@ -192,9 +217,13 @@ def _print_report(report, args):
         layout.scheme, len(layout.partitions),
         ', whole-disk %s' % show(layout.filesystem)
         if layout.filesystem else ''))
-    for disk in report.other_disks:
-        print('not converted: %s (%s bytes)' % (show(disk.href),
-                                                disk.capacity))
+    for disk in report.vm_disks:
+        print('disk %d:%s %s (%s bytes, %s)%s' % (
+            disk.position, ' ' * (7 - len(str(disk.position))),
+            show(disk.key, 80),
+            disk.capacity if disk.capacity is not None else '?', disk.role,
+            ', converted' if disk.position == report.disk_position
+            else ', --disk %d' % disk.position))
     print('properties:')
     for key, value in sorted(report.properties.items()):
         print('  %s=%s' % (show(key), show(value, sanitize.MAX_PROPERTY)))
@@ -207,16 +236,13 @@ def main(argv=None):
         signal.signal(signum, _on_stop_signal)
     try:
         if args.command == 'convert':
-            dest = args.dest
-            if os.path.lexists(dest):
-                _fail('%s already exists; refusing to overwrite it' % dest,
-                      EXIT_USAGE)
+            dest = _convert_destination(args)
         else:
             scratch = tempfile.mkdtemp(prefix='xen-import-',
                                        dir=args.workdir)
             dest = os.path.join(scratch, 'disk.raw')
-        report = _run(args, dest)
-        _print_report(report, args)
+        results = _run(args, dest)
+        _print_reports(results, args)
         return 0
     except exception.XenImportError as exc:
         _fail(str(exc), EXIT_REFUSED)
@@ -229,6 +255,21 @@ def main(argv=None):
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _convert_destination(args):
+    if (args.dest is None) == (args.all_disks is None):
+        _fail('convert needs either DEST or --all-disks DIR', EXIT_USAGE)
+    if args.all_disks is not None:
+        if args.disk is not None:
+            _fail('--disk and --all-disks exclude each other', EXIT_USAGE)
+        if not os.path.isdir(args.all_disks):
+            _fail('%s is not a directory' % args.all_disks, EXIT_USAGE)
+        return args.all_disks
+    if os.path.lexists(args.dest):
+        _fail('%s already exists; refusing to overwrite it' % args.dest,
+              EXIT_USAGE)
+    return args.dest
 
 
 def _fail(reason, status):

@@ -16,8 +16,8 @@ Member order, as DSP0243 and XenCenter's exporter write it: the ``.ovf``
 descriptor first, then the optional ``.mf`` manifest and ``.cert``
 signature, then the files References lists. A manifest may also come last;
 every member is hashed as it streams by, so a late manifest is checked too.
-The boot disk is handed to a converter while it streams; other disks are
-read past and reported.
+The disks the caller selects (by default the boot disk) are handed to a
+converter while they stream; the others are read past and reported.
 """
 
 import dataclasses
@@ -43,11 +43,18 @@ MAX_CERT_SIZE = 1 << 20
 @dataclasses.dataclass
 class PackageResult:
     descriptor: object
-    disk: object                 # the converted ovf.DiskRef
-    disk_result: object          # what the converter returned
-    skipped_disks: list          # other ovf.DiskRef of the package
+    converted: list              # (ovf.DiskRef, converter's result) pairs
+    skipped_disks: list          # the ovf.DiskRef not converted
     manifest: str                # 'verified', 'absent' or 'ignored'
     signed: bool                 # a .cert member was present (not checked)
+
+    @property
+    def disk(self):
+        return self.converted[0][0]
+
+    @property
+    def disk_result(self):
+        return self.converted[0][1]
 
 
 class _Members(object):
@@ -286,40 +293,53 @@ def _read_descriptor(members, digests):
 
 
 def read_package(stream, convert_disk, manifest_policy, on_descriptor=None,
-                 max_disk_size=options.DEFAULT_MAX_VIRTUAL_SIZE):
-    """Read an OVA from ``stream`` and convert its boot disk.
+                 max_disk_size=options.DEFAULT_MAX_VIRTUAL_SIZE,
+                 select=None):
+    """Read an OVA from ``stream`` and convert the disks asked for.
 
     :param convert_disk: called as ``convert_disk(reader, size, disk)``
-        with a reader over the disk's (decompressed) bytes, their length
-        when known in advance, and its ovf.DiskRef; returns a result kept in
-        :attr:`PackageResult.disk_result`.
+        for each selected disk, in package order, with a reader over the
+        disk's (decompressed) bytes, their length when known in advance,
+        and its ovf.DiskRef; returns a result kept in
+        :attr:`PackageResult.converted`.
     :param manifest_policy: one of the options.MANIFEST_* values.
     :param on_descriptor: called with the ovf.Descriptor before any disk
         data is read; may refuse the package by raising.
     :param max_disk_size: the largest disk accepted; bounds the files of
         disks whose capacity the descriptor does not give.
+    :param select: ``select(descriptor)`` gives the ovf.DiskRef to
+        convert; by default the boot disk alone.
     """
     members = _Members(stream)
     digests = _Digests(manifest_policy)
     try:
         return _read_members(members, digests, on_descriptor,
-                             convert_disk, max_disk_size)
+                             convert_disk, max_disk_size, select)
     finally:
         digests.close()
 
 
+def _first_member_name(disk):
+    return _chunk_name(disk.href, 0) if disk.chunk_size else disk.href
+
+
+def _selected(descriptor, select):
+    wanted = [descriptor.disks[0]] if select is None else list(
+        select(descriptor))
+    for disk in wanted:
+        if not disk.is_vhd:
+            raise exception.UnsupportedDisk(
+                'disk %s is in format %s; only VHD is converted'
+                % (disk.href, disk.format_uri))
+    return {_first_member_name(d): d for d in wanted}
+
+
 def _read_members(members, digests, on_descriptor, convert_disk,
-                  max_disk_size):
+                  max_disk_size, select):
     ovf_name, descriptor = _read_descriptor(members, digests)
     if on_descriptor is not None:
         on_descriptor(descriptor)
-    disk = descriptor.disks[0]
-    if not disk.is_vhd:
-        raise exception.UnsupportedDisk(
-            'boot disk %s is in format %s; only VHD is converted'
-            % (disk.href, disk.format_uri))
-    first_name = (_chunk_name(disk.href, 0) if disk.chunk_size
-                  else disk.href)
+    pending = _selected(descriptor, select)
     names = [ovf_name]
     budget = _SizeBudget(descriptor.disks, max_disk_size)
 
@@ -328,8 +348,7 @@ def _read_members(members, digests, on_descriptor, convert_disk,
         names.append(member.name)
         return digests.wrap(member)
 
-    disk_result = None
-    found = False
+    results = {}
     for member in members:
         lower = member.name.lower()
         if lower.endswith('.mf'):
@@ -343,26 +362,31 @@ def _read_members(members, digests, on_descriptor, convert_disk,
                     % (member.name, member.size, MAX_CERT_SIZE))
             names.append(member.name)
             digests.signed = True
-        elif member.name == first_name and not found:
-            found = True
-            disk_result = _convert(member, members, disk, wrap, convert_disk)
-        elif disk.chunk_size and _is_chunk_of(member.name, disk.href):
-            raise _out_of_order(member.name, first_name)
+        elif member.name in pending:
+            disk = pending.pop(member.name)
+            results[disk.href] = _convert(member, members, disk, wrap,
+                                          convert_disk)
         else:
+            for disk in pending.values():
+                if disk.chunk_size and _is_chunk_of(member.name, disk.href):
+                    raise _out_of_order(member.name,
+                                        _first_member_name(disk))
             reader = wrap(member)
             if digests.policy != options.MANIFEST_IGNORE:
                 while reader.read(1 << 20):
                     pass
         digests.check_read()
-    if not found:
+    if pending:
         raise exception.InvalidPackage(
-            'package has no member %s, which holds the boot disk'
-            % first_name)
+            'package has no member %s, which holds disk %s'
+            % next(iter((n, d.href) for n, d in pending.items())))
     state = digests.finish(names)
-    return PackageResult(descriptor=descriptor, disk=disk,
-                         disk_result=disk_result,
-                         skipped_disks=list(descriptor.disks[1:]),
-                         manifest=state, signed=digests.signed)
+    return PackageResult(
+        descriptor=descriptor,
+        converted=[(d, results[d.href]) for d in descriptor.disks
+                   if d.href in results],
+        skipped_disks=[d for d in descriptor.disks if d.href not in results],
+        manifest=state, signed=digests.signed)
 
 
 def _convert(member, members, disk, wrap, convert_disk):

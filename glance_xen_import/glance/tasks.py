@@ -33,6 +33,7 @@ without it, which would store OVAs unconverted; a converter that cannot
 be imported must instead fail the import with a message that says so.
 """
 
+import dataclasses
 import os
 import time
 
@@ -44,6 +45,7 @@ from glance_xen_import import exception
 from glance_xen_import.glance import middleware
 from glance_xen_import.glance import staging
 from glance_xen_import import sanitize
+from glance_xen_import import selection
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -199,12 +201,17 @@ class ConvertOva(task.Task):
                       'loaded: %s', image_id, exc)
             raise upload_error('xen-ova: the converter is not installed '
                                'correctly on this Glance node (%s)' % exc)
+        # The image's own xen_import_disk, set at image-create, says which
+        # of the VM's disks this image is to hold.
+        opts = dataclasses.replace(
+            self.opts, disk=xen_ova_original['properties'].get(
+                selection.PROPERTY) or None)
         progress = ProgressLog(image_id, self.progress_interval)
         LOG.info('xen-ova import of image %s: converting the OVA',
                  image_id)
         try:
             report = pipeline.convert(
-                self.src_path, self.dest_path, opts=self.opts,
+                self.src_path, self.dest_path, opts=opts,
                 progress=progress,
                 partial_prefix=staging.partial_prefix(staging_dir, image_id))
         except exception.XenImportError as exc:

@@ -222,5 +222,69 @@ def test_hostile_extra_href_in_text_report(corpus, tmp_path):
     lines = out.splitlines()
     assert '  os_type=evil' not in lines
     assert '\u202e' not in out
-    assert ('not converted: d,e\\x0a  os_type=evil\\u202e.vhd (16777216 '
-            'bytes)') in lines
+    assert ('disk 1:       d,e\\x0a  os_type=evil\\u202e.vhd (16777216 '
+            'bytes, data), --disk 1') in lines
+
+
+@pytest.fixture
+def two_disk_ova(corpus, tmp_path):
+    boot = ovakit.OvaDisk(corpus.vhd('caml', 'gpt16'))
+    data = ovakit.OvaDisk(corpus.vhd('caml', 'mbr8'), boot=False, address=1)
+    path = str(tmp_path / 'vm.ova')
+    ovakit.make_ova(path, [boot, data])
+    return path, [(boot, corpus.raw('gpt16')), (data, corpus.raw('mbr8'))]
+
+
+def test_convert_chosen_disk(tmp_path, two_disk_ova):
+    path, disks = two_disk_ova
+    dest = str(tmp_path / 'data.raw')
+    status, out, err = cli('convert', path, dest, '--disk', disks[1][0].href)
+    assert status == 0, err
+    assert ovakit.first_difference(dest, disks[1][1].path) is None
+    lines = out.splitlines()
+    assert 'disk 1:       %s (%d bytes, data), converted' % (
+        disks[1][0].href, disks[1][1].size) in lines
+    assert 'disk 0:       %s (%d bytes, boot), --disk 0' % (
+        disks[0][0].href, disks[0][1].size) in lines
+
+
+def test_convert_all_disks_json(tmp_path, two_disk_ova):
+    path, disks = two_disk_ova
+    out_dir = tmp_path / 'out'
+    out_dir.mkdir()
+    status, out, err = cli('convert', path, '--all-disks', str(out_dir),
+                           '--json')
+    assert status == 0, err
+    reports = json.loads(out)['disks']
+    assert [r['path'] for r in reports] == [
+        str(out_dir / 'disk-0.raw'), str(out_dir / 'disk-1.raw')]
+    for report, (disk, raw) in zip(reports, disks):
+        assert report['disk']['href'] == disk.href
+        assert ovakit.first_difference(report['path'], raw.path) is None
+
+
+@pytest.mark.parametrize('args,reason', [
+    ([], 'convert needs either DEST or --all-disks DIR'),
+    (['DEST', '--all-disks', 'DIR'],
+     'convert needs either DEST or --all-disks DIR'),
+    (['--all-disks', 'DIR', '--disk', '1'],
+     '--disk and --all-disks exclude each other'),
+])
+def test_convert_destination_usage(tmp_path, two_disk_ova, args, reason):
+    path, _disks = two_disk_ova
+    args = [a.replace('DIR', str(tmp_path)).replace(
+        'DEST', str(tmp_path / 'x.raw')) for a in args]
+    status, out, err = cli('convert', path, *args)
+    assert status == 2
+    assert err == 'glance-xen-import: error: %s\n' % reason
+    assert sorted(os.listdir(tmp_path)) == ['vm.ova']
+
+
+def test_unknown_disk_named_in_one_line(tmp_path, two_disk_ova):
+    path, disks = two_disk_ova
+    status, out, err = cli('convert', path, str(tmp_path / 'x.raw'),
+                           '--disk', '5')
+    assert_refused(status, out, err)
+    assert ('xen_import_disk=5: the VM has 2 disk(s), at positions 0 to 1: '
+            '0 (%s' % disks[0][0].href) in err
+    assert sorted(os.listdir(tmp_path)) == ['vm.ova']

@@ -194,21 +194,6 @@ def test_chunks_out_of_order_refused(corpus, tmp_path, order):
     assert 'out of order' in message
 
 
-def test_extra_non_boot_disks(corpus, tmp_path):
-    boot = ovakit.OvaDisk(corpus.vhd('caml', 'gpt16'), boot=True, address=0)
-    data1 = ovakit.OvaDisk(corpus.vhd('caml', 'mbr8'), boot=False,
-                           address=1)
-    data2 = ovakit.OvaDisk(corpus.vhd('qem2-fixed', 'mbr8'), boot=False,
-                           address=2)
-    # The boot disk is listed last and stored in the middle.
-    path, raw = build(corpus, tmp_path, disks=[data1, boot, data2])
-    report, _dest = convert_ok(path, tmp_path, raw)
-    assert report.disk.href == boot.href
-    assert sorted(d.href for d in report.other_disks) == sorted(
-        [data1.href, data2.href])
-    assert report.manifest == 'verified'
-
-
 def test_extra_disks_refused_by_policy(corpus, tmp_path):
     boot = ovakit.OvaDisk(corpus.vhd('caml', 'gpt16'))
     other = ovakit.OvaDisk(corpus.vhd('caml', 'mbr8'), boot=False, address=1)
