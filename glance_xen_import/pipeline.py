@@ -301,6 +301,22 @@ def _fixup_properties(properties, result):
         properties['xen_import_fixup_required'] = 'true'
 
 
+def _vm_properties(package_info):
+    """The VM's sizing as its package gives it, to help choose a flavor."""
+    vm = package_info.vm or {}
+    properties = {}
+    if vm.get('vcpus'):
+        properties['xen_import_vm_vcpus'] = str(vm['vcpus'])
+    if vm.get('memory_bytes'):
+        properties['xen_import_vm_memory_mb'] = str(
+            vm['memory_bytes'] >> 20)
+    if vm.get('platform'):
+        properties['xen_import_vm_platform'] = sanitize.joined(
+            '%s=%s' % (sanitize.list_item(k), sanitize.list_item(v))
+            for k, v in vm['platform'].items())
+    return properties
+
+
 def _analyse(dest_path, package, disk, vm_disks, info, allocated, opts):
     with open(dest_path, 'rb') as image:
         layout = partitions.read_layout(image, info.current_size)
@@ -321,6 +337,7 @@ def _analyse(dest_path, package, disk, vm_disks, info, allocated, opts):
                                            '').split(',') if f]
         properties['xen_import_findings'] = ','.join(
             found + ['linux-config-not-editable'])
+    properties.update(_vm_properties(package_info))
     others = [d for d in vm_disks if d.position != disk.position]
     if others:
         # href:capacity items; hrefs percent-encoded (sanitize.list_item).

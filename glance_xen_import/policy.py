@@ -111,7 +111,13 @@ def _enabled_xen_drivers(win):
 
 
 def firmware_type(guest, layout):
-    """uefi for a GPT disk whose ESP holds an EFI boot loader."""
+    """The firmware the VM used on Xen, when its package records it.
+
+    Otherwise uefi for a GPT disk whose ESP holds an EFI boot loader.
+    """
+    vm_firmware = getattr(guest, 'vm_firmware', None)
+    if vm_firmware in ('bios', 'uefi'):
+        return vm_firmware
     if getattr(layout, 'scheme', None) != 'gpt' or guest is None:
         return 'bios'
     return 'uefi' if guest.efi_loaders else 'bios'

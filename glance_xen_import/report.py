@@ -17,6 +17,20 @@ import dataclasses
 from glance_xen_import import sanitize
 
 
+# Platform flags worth passing on: they say what the guest was used to.
+PLATFORM_HINTS = ('viridian', 'nx', 'pae', 'acpi', 'apic', 'hpet',
+                  'secureboot', 'cores-per-socket', 'device_id',
+                  'timeoffset')
+
+
+def vm_sizing(vcpus, memory_bytes, platform):
+    """The VM facts of a package: vCPUs, memory and platform flags."""
+    flags = {k: v for k, v in dict(platform or ()).items()
+             if k in PLATFORM_HINTS}
+    return {'vcpus': vcpus, 'memory_bytes': memory_bytes,
+            'platform': dict(sorted(flags.items()))}
+
+
 @dataclasses.dataclass(frozen=True)
 class PackageInfo:
     """Facts about the package taken from the OVF descriptor."""
@@ -27,6 +41,10 @@ class PackageInfo:
     os_description: str
     manifest: str        # 'verified', 'absent' or 'ignored'
     signed: bool         # a .cert member was present; it is not checked
+    kind: str = 'ova'    # 'ova' or 'xva'
+    pv: bool = None      # XVA: the VM record's domain type is PV
+    firmware: str = None  # 'bios' or 'uefi' when the VM's record says
+    vm: dict = None      # vcpus, memory_bytes, platform (vm_sizing)
 
     @classmethod
     def from_package(cls, result):
@@ -35,10 +53,15 @@ class PackageInfo:
                    virtual_system_type=descriptor.virtual_system_type,
                    os_id=descriptor.os_id,
                    os_description=descriptor.os_description,
-                   manifest=result.manifest, signed=result.signed)
+                   manifest=result.manifest, signed=result.signed,
+                   firmware=descriptor.firmware,
+                   vm=vm_sizing(descriptor.vcpus, descriptor.memory_bytes,
+                                descriptor.platform))
 
     @property
     def is_pv_guest(self):
+        if self.pv is not None:
+            return self.pv
         # XenCenter writes "{hvm|xen}-3.0-{arch}": xen-* is paravirtual.
         return (self.virtual_system_type or '').lower().startswith('xen-')
 

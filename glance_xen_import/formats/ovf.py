@@ -91,6 +91,10 @@ class Descriptor:
     os_id: int
     os_description: str
     disks: tuple
+    vcpus: int = None            # rasd ResourceType 3, when given
+    memory_bytes: int = None     # rasd ResourceType 4, when given
+    platform: tuple = ()         # XenCenter's platform flags, (key, value)
+    firmware: str = None         # 'uefi' or 'bios' from HVM_boot_params
 
 
 def _decode(data):
@@ -271,6 +275,67 @@ def _disk_addresses(system):
     return addresses
 
 
+def _sizing(system):
+    """(vCPUs, memory bytes) from a system's Items; None when not given.
+
+    Only informative, so a value that cannot be read is left out rather
+    than refused.
+    """
+    vcpus = memory = None
+    rasd = (RASD,)
+    for section in _children(system, 'VirtualHardwareSection'):
+        for item in section:
+            if _local(item.tag) != 'Item':
+                continue
+            kind = _text(item, 'ResourceType', rasd)
+            quantity = _text(item, 'VirtualQuantity', rasd) or ''
+            if not re.match(r'^[0-9]{1,12}$', quantity.strip()):
+                continue
+            if kind == '3' and vcpus is None:
+                vcpus = int(quantity)
+            elif kind == '4' and memory is None:
+                units = (_text(item, 'AllocationUnits', rasd)
+                         or 'byte * 2^20').strip()
+                match = _UNITS.match(units)
+                if match and not match.group(1):
+                    memory = int(quantity)
+                elif match and int(match.group(1)) in (
+                        2, 10) and int(match.group(2)) <= 60:
+                    memory = int(quantity) * (
+                        int(match.group(1)) ** int(match.group(2)))
+                elif units.lower() in ('megabytes', 'mb'):
+                    memory = int(quantity) << 20
+    return vcpus, memory
+
+
+# XenCenter keeps the VM's XenAPI maps in xenovf
+# VirtualSystemOtherConfigurationData as "key=value;key=value;".
+_MAX_XEN_MAP = 4096
+_MAX_XEN_MAP_ITEMS = 64
+
+
+def _xen_map(system, name):
+    for section in _children(system, 'VirtualHardwareSection'):
+        for data in section:
+            if (_local(data.tag) != 'VirtualSystemOtherConfigurationData'
+                    or _ns(data.tag) != XENOVF or data.get('Name') != name):
+                continue
+            value = _text(data, 'Value', (XENOVF,)) or ''
+            pairs = []
+            for item in value[:_MAX_XEN_MAP].split(';'):
+                key, sep, val = item.partition('=')
+                if sep and key.strip():
+                    pairs.append((key.strip(), val.strip()))
+            return tuple(pairs[:_MAX_XEN_MAP_ITEMS])
+    return ()
+
+
+def _firmware(system):
+    value = dict(_xen_map(system, 'HVM_boot_params')).get('firmware')
+    return value.lower() if value and value.lower() in ('bios', 'uefi') else (
+        None)
+
+
 def _refuse_encryption(envelope):
     for elem in envelope.iter():
         if _local(elem.tag) in ('SecuritySection', 'EncryptedData'):
@@ -366,8 +431,13 @@ def parse(data):
             'OVF descriptor places two disks in one file')
 
     name = vs_type = os_id = os_description = None
+    vcpus = memory = firmware = None
+    platform = ()
     if systems:
         first = systems[0]
+        vcpus, memory = _sizing(first)
+        platform = _xen_map(first, 'platform')
+        firmware = _firmware(first)
         name = _text(first, 'Name', OVF_NAMESPACES)
         for hardware in _children(first, 'VirtualHardwareSection'):
             for system in _children(hardware, 'System'):
@@ -380,4 +450,6 @@ def parse(data):
     return Descriptor(name=name or envelope.get('{%s}Name' % XENOVF),
                       virtual_system_type=vs_type, os_id=os_id,
                       os_description=os_description,
-                      disks=_boot_first(disks))
+                      disks=_boot_first(disks), vcpus=vcpus,
+                      memory_bytes=memory, platform=platform,
+                      firmware=firmware)

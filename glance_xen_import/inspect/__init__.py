@@ -171,9 +171,10 @@ def inspect_guest(image_path, layout, package):
 
     layout is a formats.partitions.DiskLayout of that disk; package has
     virtual_system_type (the OVF's VirtualSystemType, 'xen-*' for a PV
-    guest). An unreadable or unknown guest is not an error: its facts
-    have os_type None and a note saying why; whatever could not be read
-    is also named in ``incomplete``. GuestError means the call itself
+    guest) and may have ``pv`` and ``firmware`` (from the VM's record). An
+    unreadable or unknown guest is not an error: its facts have os_type
+    None and a note saying why; whatever could not be read is also named
+    in ``incomplete``. GuestError means the call itself
     was wrong.
     """
     if layout is None or not hasattr(layout, 'partitions') or not hasattr(
@@ -184,6 +185,9 @@ def inspect_guest(image_path, layout, package):
     guest = facts.GuestFacts()
     system_type = getattr(package, 'virtual_system_type', None) or ''
     guest.pv_guest = system_type.strip().lower().startswith('xen')
+    if getattr(package, 'pv', None) is not None:   # an XVA's domain type
+        guest.pv_guest = package.pv
+    guest.vm_firmware = getattr(package, 'firmware', None)
     with volume.ImageFile(image_path) as image:
         guest.boot_code = disk.boot_code_present(image)
         volumes = _Volumes()

@@ -238,6 +238,9 @@ class GuestFacts:
     efi_loaders: typing.List[str] = dataclasses.field(default_factory=list)
     boot_code: typing.Optional[bool] = None
     pv_guest: bool = False
+    # The firmware the VM booted with on Xen when its package says so (an
+    # XVA's HVM_boot_params): 'bios' or 'uefi'; None for OVA.
+    vm_firmware: typing.Optional[str] = None
     notes: typing.List[str] = dataclasses.field(default_factory=list)
     # What inspection could not read, in short fixed words ('SYSTEM hive
     # unreadable'): the facts above may then be missing what matters.

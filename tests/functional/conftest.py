@@ -26,6 +26,7 @@ import threading
 import pytest
 
 from tests.functional import glance_server
+from tests.functional import xapi_server
 from tests import ovakit
 
 MiB = ovakit.MiB
@@ -129,9 +130,20 @@ def _server(workdir, name, **kwargs):
 
 
 @pytest.fixture(scope='session')
-def glance(workdir, web_root):
+def xapi_host():
+    """A loopback XenServer host serving XVAs at its /export URL."""
+    host = xapi_server.XapiHost().start()
+    try:
+        yield host
+    finally:
+        host.stop()
+
+
+@pytest.fixture(scope='session')
+def glance(workdir, web_root, xapi_host):
     """Single store (``[glance_store]`` file store, node_staging_uri)."""
-    server = _server(workdir, 'single', web_download_port=web_root.port,
+    server = _server(workdir, 'single',
+                     web_download_port=[web_root.port, xapi_host.port],
                      xen_ova_options={'progress_interval': 1})
     try:
         yield server

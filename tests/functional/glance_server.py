@@ -167,13 +167,17 @@ def _live_members(group):
     return live
 
 
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 class GlanceServer(object):
     """One glance-api configuration, started once, stopped always.
 
     :param workdir: an empty directory owned by the caller
     :param multistore: configure ``enabled_backends`` (stores ``fast`` and
         ``cheap``) instead of the single ``[glance_store]`` file store
-    :param web_download_port: a loopback port web-download may fetch from
+    :param web_download_port: loopback port(s) web-download may fetch from
     :param xen_ova_options: extra ``[xen_ova]`` options
     :param default_options: extra ``[DEFAULT]`` options of glance-api.conf
     :param workers: gunicorn worker processes (each runs its own imports)
@@ -260,7 +264,8 @@ class GlanceServer(object):
         if self.web_download_port:
             lines += ['', '[import_filtering_opts]',
                       'allowed_hosts = [127.0.0.1]',
-                      'allowed_ports = [%d]' % self.web_download_port]
+                      'allowed_ports = [%s]' % ','.join(
+                          str(p) for p in _as_list(self.web_download_port))]
         if self.xen_ova_options:
             lines += ['', '[xen_ova]']
             lines += ['%s = %s' % kv

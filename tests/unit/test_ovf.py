@@ -380,3 +380,39 @@ def test_oversized_descriptor_refused_before_parsing():
         + b'</ovf:Envelope>')
     assert len(data) > ovf.MAX_DESCRIPTOR_SIZE
     refused(data, 'more than the %d accepted' % ovf.MAX_DESCRIPTOR_SIZE)
+
+
+def test_sample_sizing_and_platform():
+    # The sample's own Info line says "64 MB RAM; 1 CPU(s)".
+    d = ovf.parse(sample())
+    assert d.vcpus == 1
+    assert d.memory_bytes == 64 << 20
+    assert dict(d.platform) == {'nx': 'false', 'pae': 'true', 'acpi': 'true',
+                                'viridian': 'true', 'apic': 'true'}
+    assert d.firmware is None
+
+
+@pytest.mark.parametrize('params,firmware', [
+    ('order=dc;firmware=uefi;', 'uefi'), ('firmware=bios', 'bios'),
+    ('order=cd', None), ('firmware=coreboot', None)])
+def test_firmware_from_hvm_boot_params(params, firmware):
+    text = sample().decode('utf-8').replace(
+        '</ovf:VirtualHardwareSection>',
+        '<xenovf:VirtualSystemOtherConfigurationData Name="HVM_boot_params">'
+        '<xenovf:Info>XenServer Specific Information</xenovf:Info>'
+        '<xenovf:Value>%s</xenovf:Value>'
+        '</xenovf:VirtualSystemOtherConfigurationData>'
+        '</ovf:VirtualHardwareSection>' % params)
+    assert ovf.parse(text.encode('utf-8')).firmware == firmware
+
+
+@pytest.mark.parametrize('memory_item,expected', [
+    ('<rasd:AllocationUnits>byte * 2^30</rasd:AllocationUnits>', 64 << 30),
+    ('<rasd:AllocationUnits>MegaBytes</rasd:AllocationUnits>', 64 << 20),
+    ('<rasd:AllocationUnits>furlongs</rasd:AllocationUnits>', None),
+])
+def test_memory_units(memory_item, expected):
+    text = sample().decode('utf-8').replace(
+        '<rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>',
+        memory_item)
+    assert ovf.parse(text.encode('utf-8')).memory_bytes == expected

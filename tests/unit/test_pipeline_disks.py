@@ -142,3 +142,27 @@ def test_refuse_policy_allows_an_explicit_choice(three_disks, tmp_path):
     dest = str(tmp_path / 'b.raw')
     pipeline.convert(path, dest, chosen)
     assert ovakit.first_difference(dest, expected[2][1].path) is None
+
+
+def test_vm_sizing_and_firmware_from_the_descriptor(corpus, tmp_path):
+    disk = ovakit.OvaDisk(corpus.vhd('caml', 'mbr8'))
+    # XenCenter keeps HVM_boot_params beside the platform flags.
+    descriptor = ovakit.ovf_descriptor([disk]).replace(
+        b'</ovf:VirtualHardwareSection>',
+        b'<xenovf:VirtualSystemOtherConfigurationData Name="HVM_boot_params">'
+        b'<xenovf:Value>order=dc;firmware=uefi</xenovf:Value>'
+        b'</xenovf:VirtualSystemOtherConfigurationData>'
+        b'</ovf:VirtualHardwareSection>')
+    path = str(tmp_path / 'uefi.ova')
+    ovakit.make_ova(path, [disk], ovf=descriptor)
+    report = pipeline.convert(path, str(tmp_path / 'uefi.raw'))
+    props = report.properties
+    # The descriptor's Info line says "64 MB RAM; 1 CPU(s)".
+    assert b'64 MB RAM; 1 CPU(s)' in descriptor
+    assert props['xen_import_vm_vcpus'] == '1'
+    assert props['xen_import_vm_memory_mb'] == '64'
+    assert props['xen_import_vm_platform'] == (
+        'acpi=true,apic=true,nx=false,pae=true,viridian=true')
+    # An MBR disk alone would say bios: the VM's record decides.
+    assert report.layout.scheme == 'mbr'
+    assert props['hw_firmware_type'] == 'uefi'
