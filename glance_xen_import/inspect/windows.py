@@ -77,7 +77,7 @@ def inspect(fs, systemroot, volumes, identity, notes, incomplete):
     win.xen_tools = xentools.classify(
         [(name, win.xen_product_versions.get(name))
          for name in win.xen_products],
-        [(p.provider, p.driver_ver) for p in win.driver_packages
+        [(p.provider, p.catalog, p.driver_ver) for p in win.driver_packages
          if p.family == 'xen'],
         [s.name for s in win.xen_services])
     return win

@@ -97,7 +97,6 @@ FAMILIES = (
 )
 
 ALL_SERVICES = frozenset(s for f in FAMILIES for s in f.services)
-ALL_FILTERS = frozenset(s for f in FAMILIES for s in f.filters)
 UNPLUG_KEYS = tuple(dict.fromkeys(k for f in FAMILIES
                                   for k in f.unplug_keys))
 HARDWARE_ID_PREFIXES = tuple(dict.fromkeys(h for f in FAMILIES
@@ -120,6 +119,8 @@ class Generation:
     products: tuple = ()
     # INF [Version] Provider patterns of its driver packages.
     providers: tuple = ()
+    # INF catalogs only this generation's packages carry.
+    catalogs: tuple = ()
     # Services only this generation installs.
     services: tuple = ()
 
@@ -141,12 +142,12 @@ GENERATIONS = (
                products=(r'^citrix xentools$',
                          r'^citrix tools for virtual machines',
                          r'^xensource'),
-               services=LEGACY_EVTCHN),
+               catalogs=('xevtchn.cat',), services=LEGACY_EVTCHN),
     Generation(name='gplpv',
                products=(r'gplpv', r'^ejb pv drivers'),
                providers=(r'xen gpl pv driver developers',
                           r'james harper'),
-               services=('xenpci',)),
+               catalogs=('xenpci.cat',), services=('xenpci',)),
     Generation(name='redhat-xenpv',
                products=(r'red hat paravirtualized xen drivers',),
                services=('rhelscsi', 'rhelnet')),
@@ -164,8 +165,12 @@ _VERSION = re.compile(r'(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:\.(\d+))?')
 
 
 def version_string(raw):
-    """'9.3.1.12' from a DisplayVersion or DriverVer; None if none."""
-    match = _VERSION.search(raw or '')
+    """'9.3.1.12' from a DisplayVersion or DriverVer; None if none.
+
+    DriverVer is 'mm/dd/yyyy,w.x.y.z': the version follows the comma.
+    """
+    raw = (raw or '').split(',', 1)[-1]
+    match = _VERSION.search(raw)
     if not match:
         return None
     return '.'.join(p for p in match.groups() if p is not None)
@@ -188,7 +193,7 @@ def classify(products, packages, services):
     """The Xen tools generations a guest carries, best evidence first.
 
     :param products: [(DisplayName or key name, DisplayVersion or None)]
-    :param packages: [(INF provider, DriverVer or None)] of Xen packages
+    :param packages: [(INF provider, catalog, DriverVer)] of Xen packages
     :param services: names (any case) of the Xen services present
     :returns: [{'generation', 'version', 'evidence'}], one per generation
     """
@@ -201,9 +206,10 @@ def classify(products, packages, services):
                 evidence = 'uninstall:' + name
                 version = version_string(display_version)
                 break
-        for provider, driver_ver in packages:
-            if _matches(generation.providers, provider):
-                evidence = evidence or 'inf-provider:' + provider
+        for provider, catalog, driver_ver in packages:
+            if _matches(generation.providers, provider) or (
+                    (catalog or '').lower() in generation.catalogs):
+                evidence = evidence or 'inf:' + (catalog or provider)
                 version = version or version_string(driver_ver)
                 break
         service = next((s for s in generation.services if s in present),
