@@ -57,6 +57,8 @@ class Generation:
     enum: list = dataclasses.field(default_factory=list)
     nt: tuple = (6, 1)
     static_ip: bool = False
+    # Keys set last, replacing all the values of a key set before.
+    extra: list = dataclasses.field(default_factory=list)
 
     @property
     def enabled(self):
@@ -197,7 +199,7 @@ def _system_spec(gen):
             [CS + 'Control\\Class\\' + NET_CLASS + '\\0007',
              {'NetCfgInstanceId': ['sz', NIC_GUID],
               'ComponentId': ['sz', 'xen\\vif']}]]
-    return {'out': 'SYSTEM', 'keys': keys}
+    return {'out': 'SYSTEM', 'keys': keys + gen.extra}
 
 
 def _software_spec(gen):

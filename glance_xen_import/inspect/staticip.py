@@ -52,6 +52,20 @@ def _addresses(values, invalid, version=None):
     return found
 
 
+def _with_prefixes(ips, masks, invalid):
+    """'10.0.0.5/24' for each address; IPAddress and SubnetMask are
+    parallel lists, paired before anything is dropped."""
+    found = []
+    for index, raw in enumerate(ips[:MAX_ENTRIES]):
+        address = _addresses([raw], invalid, 4)
+        if not address:
+            continue
+        prefix = _prefix(masks[index]) if index < len(masks) else None
+        found.append(address[0] if prefix is None
+                     else '%s/%d' % (address[0], prefix))
+    return found
+
+
 def _prefix(mask):
     try:
         return ipaddress.IPv4Network('0.0.0.0/' + mask.strip()).prefixlen
@@ -88,18 +102,13 @@ def read(hive, services, control):
         if hive.dword(key, 'EnableDHCP') != 0:
             continue
         invalid = []
-        ips = _addresses(hive.strings(key, 'IPAddress'), invalid, 4)
-        masks = hive.strings(key, 'SubnetMask')
-        if not ips:
+        addresses = _with_prefixes(hive.strings(key, 'IPAddress'),
+                                   hive.strings(key, 'SubnetMask'), invalid)
+        if not addresses:
             continue
         guid = hive.name_of(key)
         if drivers is None:
             drivers = _nic_drivers(hive, control)
-        addresses = []
-        for index, address in enumerate(ips):
-            prefix = _prefix(masks[index]) if index < len(masks) else None
-            addresses.append(address if prefix is None
-                             else '%s/%d' % (address, prefix))
         nameservers = _SPLIT.split(hive.string(key, 'NameServer') or '')
         v6 = hive.key(guid, ipv6) if ipv6 is not None else None
         v6_servers = _SPLIT.split(hive.string(v6, 'NameServer') or '')

@@ -18,6 +18,7 @@ SYSTEM hive out, hivexget reads it, ntfsfix -n checks the volume, and no
 byte outside the hive's clusters may have changed.
 """
 
+import dataclasses
 import json
 import re
 import shutil
@@ -162,3 +163,24 @@ def test_legacy_guest_through_the_cli(tmp_path):
                 applied)
     assert fixed['xen_import_fixup_required'] == 'false'
     assert re.fullmatch(r'[a-z0-9.:,-]+', fixed['xen_import_xen_tools'])
+
+
+def test_service_that_cannot_be_disabled_keeps_the_image_flagged(tmp_path):
+    # xenevtchn's Start is 8 bytes of REG_BINARY: Windows reads its low
+    # DWORD (0, boot-start), the in-place editor only writes 4-byte
+    # values. Everything else is fixed; xenevtchn is reported.
+    gen = dataclasses.replace(GENERATIONS['citrix-legacy'], extra=[
+        [winkit.CS + 'Services\\xenevtchn',
+         {'Start': ['binary', '0000000000000000'], 'Type': ['dword', 1]}]])
+    path, layout = winkit.build(tmp_path, gen)
+    guest = disk._inspect(path, layout)
+    assert 'xenevtchn' in guest.windows.enabled_xen_services
+    result = fixup.apply_windows_fixup(path, layout, guest)
+    assert 'disabled:xenvbd' in result.applied
+    assert 'disabled:xenevtchn' not in result.applied
+    again = disk._inspect(path, layout)
+    decided = policy.decide(again, layout, None, None, None)
+    assert decided['xen_import_fixup_required'] == 'true'
+    assert 'xen-pv-drivers' in decided['xen_import_fixup_reasons']
+    assert decided['xen_import_xen_drivers'] == 'xenevtchn'
+    assert decided['hw_disk_bus'] == 'ide'
