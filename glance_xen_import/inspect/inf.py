@@ -12,9 +12,9 @@
 
 """Just enough of the Windows INF format to name a driver package.
 
-Only [Version] (Provider, Class, CatalogFile, DriverVer) and [Strings] (to resolve
-%tokens%) are read. INF files are UTF-16 with a BOM, UTF-8, or an ANSI
-code page; section and key names are case-insensitive.
+Only [Version] (Provider, Class, CatalogFile, DriverVer) and [Strings]
+(to resolve %tokens%) are read. INF files are UTF-16 with a BOM, UTF-8, or
+an ANSI code page; section and key names are case-insensitive.
 """
 
 import codecs

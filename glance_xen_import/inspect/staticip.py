@@ -53,8 +53,11 @@ def _addresses(values, invalid, version=None):
 
 
 def _with_prefixes(ips, masks, invalid):
-    """'10.0.0.5/24' for each address; IPAddress and SubnetMask are
-    parallel lists, paired before anything is dropped."""
+    """'10.0.0.5/24' for each address in IPAddress.
+
+    IPAddress and SubnetMask are parallel lists: they are paired before
+    anything is dropped.
+    """
     found = []
     for index, raw in enumerate(ips[:MAX_ENTRIES]):
         address = _addresses([raw], invalid, 4)
@@ -127,7 +130,6 @@ def read(hive, services, control):
 def _short_guid(guid):
     # The key name comes from the guest: keep its hex digits only.
     return re.sub(r'[^0-9a-f]', '', guid.lower())[:8] or 'unnamed'
-
 
 
 def describe(interface):

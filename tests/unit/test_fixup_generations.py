@@ -89,8 +89,8 @@ def test_generation_detected_fixed_and_verified(tmp_path, name):
         listing = disk._hivexget(tmp_path, path, partition,
                                  winkit.CS + 'Services\\' + key)
         for value in values:
-            line = next(l for l in listing.splitlines()
-                        if l.startswith('"%s"=' % value))
+            line = next(text for text in listing.splitlines()
+                        if text.startswith('"%s"=' % value))
             # A DWORD 0, or an empty list (just its terminating NULs).
             assert line.split('=', 1)[1] in ('dword:00000000',
                                              'hex(7):00,00'), line
