@@ -53,6 +53,7 @@ class Generation:
     filters: list                  # (class, value, [entries])
     unplug: list = dataclasses.field(default_factory=list)  # (key, values)
     products: list = dataclasses.field(default_factory=list)
+    msi: list = dataclasses.field(default_factory=list)   # (name, Version)
     infs: dict = dataclasses.field(default_factory=dict)
     enum: list = dataclasses.field(default_factory=list)
     nt: tuple = (6, 1)
@@ -108,7 +109,7 @@ GENERATIONS = [
               'XENBUS\\VEN_XS0002&DEV_VBD&REV_00000001\\51712']),
     Generation(
         name='vm-tools-9',
-        expected='vm-tools-9.x:9.3.3.23',
+        expected='vm-tools-9.x:9.3.3',
         services={'xenbus': (0, KERNEL), 'xenfilt': (0, KERNEL),
                   'xendisk': (0, KERNEL), 'xenvbd': (0, KERNEL),
                   'xenvif': (3, KERNEL), 'xennet': (3, KERNEL),
@@ -119,7 +120,9 @@ GENERATIONS = [
                  (SYSTEM_CLASS, 'UpperFilters', ['XENFILT'])],
         unplug=[('XEN\\ForceUnplug', {'DISKS': ['dword', 1],
                                       'NICS': ['dword', 1]})],
-        products=[('XenServer VM Tools', '9.3.3.23')],
+        # Registered with Windows Installer only (hidden from Programs
+        # and Features): Version is 9 << 24 | 3 << 16 | 3.
+        msi=[('XenServer VM Tools', (9 << 24) | (3 << 16) | 3)],
         infs={'oem5.inf': _inf('XenServer', 'System', 'xenbus.cat',
                                '05/02/2024,9.1.11.115')},
         nt=(10, 0)),
@@ -225,6 +228,11 @@ def _software_spec(gen):
         if version:
             values['DisplayVersion'] = ['sz', version]
         spec['keys'].append([uninstall + key, values])
+    for index, (name, version) in enumerate(gen.msi):
+        spec['keys'].append(['Classes\\Installer\\Products\\'
+                             '%032X' % (index + 0xABC),
+                             {'ProductName': ['sz', name],
+                              'Version': ['dword', version]}])
     return spec
 
 

@@ -43,6 +43,7 @@ _UNINSTALL_KEYS = (
     'Microsoft\\Windows\\CurrentVersion\\Uninstall',
     'Wow6432Node\\Microsoft\\Windows\\CurrentVersion\\Uninstall',
 )
+_MSI_PRODUCTS = 'Classes\\Installer\\Products'
 _ARCHITECTURES = {'amd64': 'x86_64', 'x86': 'i686', 'arm64': 'aarch64'}
 # On NT 6.1 and older a boot-start storage driver is bound to its device
 # through the CriticalDeviceDatabase; from 6.2 through the DriverDatabase.
@@ -145,14 +146,31 @@ def _read_software(hive, win):
         for entry in hive.subkeys(uninstall):
             # The legacy tools' NSIS key ("Citrix XenTools") may have no
             # DisplayName: its name says it then.
-            name = (hive.string(entry, 'DisplayName')
-                    or hive.name_of(entry))
-            if name and drivers.XEN_PRODUCT_PATTERN.search(name):
-                if name not in win.xen_products:
-                    win.xen_products.append(name)
-                    version = hive.string(entry, 'DisplayVersion')
-                    if version:
-                        win.xen_product_versions[name] = version
+            _add_product(win, hive.string(entry, 'DisplayName')
+                         or hive.name_of(entry),
+                         hive.string(entry, 'DisplayVersion'))
+    # Windows Installer's own registration, which an MSI hidden from
+    # Programs and Features (as the PV drivers' MSIs are) still has.
+    for entry in hive.subkeys(hive.key(_MSI_PRODUCTS)):
+        _add_product(win, hive.string(entry, 'ProductName'),
+                     _msi_version(hive.dword(entry, 'Version')))
+
+
+def _add_product(win, name, version):
+    if not name or not drivers.XEN_PRODUCT_PATTERN.search(name):
+        return
+    if name not in win.xen_products:
+        win.xen_products.append(name)
+        if version:
+            win.xen_product_versions[name] = version
+
+
+def _msi_version(number):
+    # Installer\Products Version: major << 24 | minor << 16 | build.
+    if number is None:
+        return None
+    return '%d.%d.%d' % (number >> 24, (number >> 16) & 0xFF,
+                         number & 0xFFFF)
 
 
 # -- SYSTEM ----------------------------------------------------------------
