@@ -203,7 +203,7 @@ def classify(products, packages, services):
         evidence = version = None
         for name, display_version in products:
             if _matches(generation.products, name):
-                evidence = 'uninstall:' + name
+                evidence = 'product:' + name
                 version = version_string(display_version)
                 break
         for provider, catalog, driver_ver in packages:
