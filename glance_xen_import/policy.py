@@ -24,7 +24,9 @@ still carries something that stops it booting or working on KVM.
 """
 
 from glance_xen_import.inspect import linux as linux_inspect
+from glance_xen_import.inspect import staticip
 from glance_xen_import import options as options_mod
+from glance_xen_import import sanitize
 
 # Driver service types that are kernel code (SERVICE_KERNEL_DRIVER,
 # SERVICE_FILE_SYSTEM_DRIVER); user-mode agents do not stop a boot.
@@ -234,6 +236,11 @@ def _mac_bindings(guest, layout):
     return bool(linux and linux.mac_bindings)
 
 
+def _static_ip(guest, layout):
+    win = _windows(guest)
+    return bool(win and win.static_interfaces)
+
+
 # What is worth knowing but does not stop a boot: a Xen console that is
 # not the last console= (the kernel just logs there in vain), and NIC names or
 # configuration bound to the Xen MAC (the guest boots; its first NIC may
@@ -241,6 +248,7 @@ def _mac_bindings(guest, layout):
 FINDINGS = (
     ('xen-console', _xen_console_silent),
     ('mac-bound-network', _mac_bindings),
+    ('static-ip', _static_ip),
 )
 
 
@@ -268,6 +276,25 @@ def _vif_model(guest):
         return 'virtio' if guest.windows.virtio_available('netkvm') else (
             'e1000')
     return 'virtio'
+
+
+def _windows_identity(win):
+    """xen_import_xen_tools and xen_import_static_ip, when there is one.
+
+    Both are cut at Glance's 255 characters by dropping whole items (the
+    value then ends in '...'); the report keeps every item.
+    """
+    found = {}
+    if win.xen_tools:
+        found['xen_import_xen_tools'] = sanitize.joined(
+            sanitize.list_item(t['generation']) +
+            (':' + sanitize.list_item(t['version']) if t['version'] else '')
+            for t in win.xen_tools)
+    if win.static_interfaces:
+        found['xen_import_static_ip'] = sanitize.joined(
+            (staticip.describe(i) for i in win.static_interfaces),
+            separator=';')
+    return found
 
 
 def decide(guest, layout, package, source, opts):
@@ -305,6 +332,8 @@ def decide(guest, layout, package, source, opts):
     if win is not None and win.enabled_xen_services:
         properties['xen_import_xen_drivers'] = ','.join(
             win.enabled_xen_services)
+    if win is not None:
+        properties.update(_windows_identity(win))
     linux = _linux(guest)
     if _initramfs_lacks_kvm_storage(guest, layout):
         properties['xen_import_missing_drivers'] = ','.join(

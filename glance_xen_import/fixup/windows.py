@@ -10,18 +10,27 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Neutralise Citrix/XenServer/XCP-ng PV drivers in an offline SYSTEM hive.
+"""Neutralise Xen PV drivers of every family in an offline SYSTEM hive.
 
-The same registry changes as XCP-ng's XenBootFix, the PV-driver vendor's
-own recovery tool, applied to every control set Select points to:
+The registry changes of XCP-ng's XenBootFix and XenServer's
+PVDriversRemoval, for every driver family and generation in
+inspect/xentools.py, applied to every control set Select points to:
 
-- Start=4 (disabled) for the Xen PV services;
-- XENFILT and SCSIFILT taken out of every device class's Upper/LowerFilters
+- Start=4 (disabled) for every Xen PV service, boot-start ones included
+  (the removal tools use 3, as they run on Xen and uninstall next);
+- every Xen driver (XENFILT, SCSIFILT, GPLPV's XenPci and XenHide, Red
+  Hat's rhelfltr...) taken out of every device class's Upper/LowerFilters
   (a filter whose service is disabled stops the boot: 0x7B);
-- Services\\XEN\\ForceUnplug made to ask for nothing, so the emulated disks
-  and NICs are not unplugged;
+- the unplug requests (Services\\XEN\\ForceUnplug and XEN\\Unplug, the
+  legacy xenfilt\\Unplug DISKS/NICS) made to ask for nothing, so the
+  emulated disks and NICs are not unplugged;
 - on NT 6.2 and later, StartOverride cleared for the storage drivers, so
   the drivers KVM's disks need are not demoted.
+
+The legacy event channel driver (xenevtchn) goes PV whenever it loads
+unless its key holds NOPVBoot; PVDriversRemoval adds that value because it
+leaves the driver demand-start. Here the driver is disabled, so it never
+loads and NOPVBoot is not needed (adding a value would grow the hive).
 
 Every edit keeps the hive's size (see regf.py).
 """
@@ -35,8 +44,10 @@ from glance_xen_import import exception
 from glance_xen_import.fixup import hivecheck
 from glance_xen_import.fixup import regf
 from glance_xen_import.inspect import drivers
+from glance_xen_import.inspect import xentools
 
-FILTERS = ('xenfilt', 'scsifilt')
+# Any Xen service named as a class filter goes: it is disabled below.
+FILTERS = xentools.ALL_SERVICES
 FILTER_VALUES = ('UpperFilters', 'LowerFilters')
 SELECT_VALUES = ('Current', 'Default', 'LastKnownGood')
 # Storage drivers whose StartOverride XenBootFix deletes, plus virtio's.
@@ -109,23 +120,31 @@ def _remove_filters(hive, control_set, actions):
                     actions.add('filter-removed:%s' % entry.lower())
 
 
-def _clear_force_unplug(hive, control_set, actions):
-    path = (control_set, 'Services', 'XEN', 'ForceUnplug')
-    key = hive.path(*path)
-    if key is None:
-        return
-    for value in hive.values(key):
-        if value.type == regf.REG_DWORD and value.size == 4:
-            if hive.value_data(value) != bytes(4):
-                hive.set_dword(value, 0, path)
-                actions.add('forceunplug-cleared')
-        elif value.type in (regf.REG_MULTI_SZ, regf.REG_SZ,
-                            regf.REG_EXPAND_SZ, regf.REG_BINARY):
-            if regf.multi_sz(hive.value_data(value)):
-                empty = (b'' if value.type == regf.REG_BINARY
-                         else regf.encode_multi_sz([]))
-                hive.shrink_data(value, empty, path)
-                actions.add('forceunplug-cleared')
+def _unplug_action(service, subkey):
+    if subkey.lower() == 'forceunplug':
+        return 'forceunplug-cleared'
+    return 'unplug-cleared:%s' % service.lower()
+
+
+def _clear_unplug(hive, control_set, actions):
+    for service, subkey in xentools.UNPLUG_KEYS:
+        path = (control_set, 'Services', service, subkey)
+        key = hive.path(*path)
+        if key is None:
+            continue
+        action = _unplug_action(service, subkey)
+        for value in hive.values(key):
+            if value.type == regf.REG_DWORD and value.size == 4:
+                if hive.value_data(value) != bytes(4):
+                    hive.set_dword(value, 0, path)
+                    actions.add(action)
+            elif value.type in (regf.REG_MULTI_SZ, regf.REG_SZ,
+                                regf.REG_EXPAND_SZ, regf.REG_BINARY):
+                if regf.multi_sz(hive.value_data(value)):
+                    empty = (b'' if value.type == regf.REG_BINARY
+                             else regf.encode_multi_sz([]))
+                    hive.shrink_data(value, empty, path)
+                    actions.add(action)
 
 
 def _clear_start_overrides(hive, control_set, actions):
@@ -152,7 +171,7 @@ def neutralise(hive, nt_version=None):
     for control_set in control_sets(hive):
         _disable_services(hive, control_set, actions)
         _remove_filters(hive, control_set, actions)
-        _clear_force_unplug(hive, control_set, actions)
+        _clear_unplug(hive, control_set, actions)
         if nt_version is not None and tuple(nt_version) >= (6, 2):
             _clear_start_overrides(hive, control_set, actions)
     return sorted(actions)

@@ -14,22 +14,11 @@
 
 import re
 
-# Citrix/XenServer/XCP-ng PV drivers and their helpers: the services
-# XenBootFix disables (xcp-ng/win-pv-drivers), plus the storage filter
-# scsifilt.
-XEN_SERVICES = frozenset((
-    'xenagent', 'xenbus', 'xenbus_monitor', 'xencons', 'xencons_monitor',
-    'xendisk', 'xenfilt', 'xenhid', 'xeniface', 'xeninstall', 'xennet',
-    'xensvc', 'xenvbd', 'xenvif', 'xenvkbd', 'scsifilt',
-))
-# Older families seen on XenServer-era guests: the GPLPV drivers
-# (xenpci as a class UpperFilter is the classic 0x7B), Citrix 5.x/6.x
-# names and Red Hat's Xen PV storage driver that virt-v2v disables.
-LEGACY_XEN_SERVICES = frozenset((
-    'xenpci', 'xenscsi', 'xenstub', 'xevtchn', 'xenutil', 'xennet6',
-    'rhelscsi',
-))
-ALL_XEN_SERVICES = XEN_SERVICES | LEGACY_XEN_SERVICES
+from glance_xen_import.inspect import xentools
+
+# Every Xen PV service of every family and generation (xentools.py names
+# the sources of each list).
+ALL_XEN_SERVICES = xentools.ALL_SERVICES
 
 # Device setup classes whose Upper/LowerFilters the Xen installers write
 # (System and HDC); the storage classes are checked too, as XenBootFix's
@@ -41,12 +30,9 @@ FILTERED_CLASSES = {
     '{4d36e97b-e325-11ce-bfc1-08002be10318}': 'SCSIAdapter',
 }
 
-# Installed-products (Uninstall) names that identify Xen guest tools.
-XEN_PRODUCT_PATTERN = re.compile(
-    r'xen|xcp-ng|citrix hypervisor|citrix vm tools', re.IGNORECASE)
-# INF providers of Xen drivers.
-XEN_PROVIDER_PATTERN = re.compile(
-    r'citrix|xenserver|xcp-ng|xen project|vates', re.IGNORECASE)
+# Installed-products (Uninstall) names and INF providers of Xen tools.
+XEN_PRODUCT_PATTERN = xentools.PRODUCT_PATTERN
+XEN_PROVIDER_PATTERN = xentools.PROVIDER_PATTERN
 
 # virtio PCI device ids (vendor 1af4): legacy (transitional) and modern,
 # as in virtio-win's INFs and virt-v2v's inject_virtio_win.

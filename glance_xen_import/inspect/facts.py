@@ -50,6 +50,30 @@ class DriverPackage:
     class_name: typing.Optional[str] = None
     catalog: typing.Optional[str] = None
     family: typing.Optional[str] = None
+    driver_ver: typing.Optional[str] = None
+
+
+@dataclasses.dataclass
+class UnplugRequest:
+    """Values asking QEMU to unplug the emulated disks or NICs."""
+    key: str             # e.g. 'XEN\\ForceUnplug', under Services
+    values: typing.List[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class StaticInterface:
+    """A TCP/IP interface configured by hand (EnableDHCP=0)."""
+    guid: str
+    addresses: typing.List[str] = dataclasses.field(default_factory=list)
+    gateways: typing.List[str] = dataclasses.field(default_factory=list)
+    dns: typing.List[str] = dataclasses.field(default_factory=list)
+    ipv6_dns: typing.List[str] = dataclasses.field(default_factory=list)
+    # The NIC's driver (Class\{4d36e972...}\NNNN ComponentId) and
+    # whether it is a Xen PV NIC.
+    component_id: typing.Optional[str] = None
+    xen_nic: bool = False
+    # Entries that were not IP addresses (dropped, counted).
+    invalid: int = 0
 
 
 @dataclasses.dataclass
@@ -106,6 +130,19 @@ class WindowsFacts:
         default_factory=list)
     xen_force_unplug: bool = False
     xen_products: typing.List[str] = dataclasses.field(default_factory=list)
+    xen_product_versions: typing.Dict[str, str] = dataclasses.field(
+        default_factory=dict)
+    # Unplug requests still asking for something, the legacy event
+    # channel driver's NOPVBoot (None: no such driver), PV devices seen
+    # under Enum, and the generations of Xen tools (xentools.classify).
+    xen_unplug: typing.List[UnplugRequest] = dataclasses.field(
+        default_factory=list)
+    xen_nopvboot: typing.Optional[bool] = None
+    xen_hardware_ids: typing.List[str] = dataclasses.field(
+        default_factory=list)
+    xen_tools: typing.List[dict] = dataclasses.field(default_factory=list)
+    static_interfaces: typing.List[StaticInterface] = dataclasses.field(
+        default_factory=list)
     driver_packages: typing.List[DriverPackage] = dataclasses.field(
         default_factory=list)
     virtio: typing.Dict[str, VirtioDriver] = dataclasses.field(

@@ -12,9 +12,9 @@
 
 """Just enough of the Windows INF format to name a driver package.
 
-Only [Version] (Provider, Class, CatalogFile) and [Strings] (to resolve
-%tokens%) are read. INF files are UTF-16 with a BOM, UTF-8, or an ANSI
-code page; section and key names are case-insensitive.
+Only [Version] (Provider, Class, CatalogFile, DriverVer) and [Strings]
+(to resolve %tokens%) are read. INF files are UTF-16 with a BOM, UTF-8, or
+an ANSI code page; section and key names are case-insensitive.
 """
 
 import codecs
@@ -75,6 +75,11 @@ def sections(text, wanted):
 
 def version_info(data):
     """(provider, class, catalog) from an INF's bytes; None if absent."""
+    return version_details(data)[:3]
+
+
+def version_details(data):
+    """(provider, class, catalog, DriverVer) from an INF's bytes."""
     text = decode(data)
     found = sections(text, ('version', 'strings'))
     version = found.get('version', {})
@@ -96,4 +101,4 @@ def version_info(data):
                 catalog = version[key]
                 break
     return (resolve(version.get('provider')), resolve(version.get('class')),
-            resolve(catalog))
+            resolve(catalog), resolve(version.get('driverver')))

@@ -24,7 +24,9 @@ from glance_xen_import.inspect import facts
 from glance_xen_import.inspect import filesystem
 from glance_xen_import.inspect import inf
 from glance_xen_import.inspect import registry
+from glance_xen_import.inspect import staticip
 from glance_xen_import.inspect import steps
+from glance_xen_import.inspect import xentools
 
 SYSTEMROOT_NAMES = ('windows', 'winnt')
 # Published INFs examined and the size of each (they are a few KiB).
@@ -41,6 +43,7 @@ _UNINSTALL_KEYS = (
     'Microsoft\\Windows\\CurrentVersion\\Uninstall',
     'Wow6432Node\\Microsoft\\Windows\\CurrentVersion\\Uninstall',
 )
+_MSI_PRODUCTS = 'Classes\\Installer\\Products'
 _ARCHITECTURES = {'amd64': 'x86_64', 'x86': 'i686', 'arm64': 'aarch64'}
 # On NT 6.1 and older a boot-start storage driver is bound to its device
 # through the CriticalDeviceDatabase; from 6.2 through the DriverDatabase.
@@ -72,6 +75,12 @@ def inspect(fs, systemroot, volumes, identity, notes, incomplete):
                   win, incomplete)
     win.bcd = steps.attempt(incomplete, notes, 'BCD', _read_bcd_stores,
                             volumes, identity, notes, incomplete) or []
+    win.xen_tools = xentools.classify(
+        [(name, win.xen_product_versions.get(name))
+         for name in win.xen_products],
+        [(p.provider, p.catalog, p.driver_ver) for p in win.driver_packages
+         if p.family == 'xen'],
+        [s.name for s in win.xen_services])
     return win
 
 
@@ -135,10 +144,33 @@ def _read_software(hive, win):
     for path in _UNINSTALL_KEYS:
         uninstall = hive.key(path)
         for entry in hive.subkeys(uninstall):
-            name = hive.string(entry, 'DisplayName')
-            if name and drivers.XEN_PRODUCT_PATTERN.search(name):
-                if name not in win.xen_products:
-                    win.xen_products.append(name)
+            # The legacy tools' NSIS key ("Citrix XenTools") may have no
+            # DisplayName: its name says it then.
+            _add_product(win, hive.string(entry, 'DisplayName')
+                         or hive.name_of(entry),
+                         hive.string(entry, 'DisplayVersion'))
+    # Windows Installer's own registration, which an MSI hidden from
+    # Programs and Features (as the PV drivers' MSIs are) still has.
+    for entry in hive.subkeys(hive.key(_MSI_PRODUCTS)):
+        _add_product(win, hive.string(entry, 'ProductName'),
+                     _msi_version(hive.dword(entry, 'Version')))
+
+
+def _add_product(win, name, version):
+    if not name or not drivers.XEN_PRODUCT_PATTERN.search(name):
+        return
+    if name not in win.xen_products:
+        win.xen_products.append(name)
+        if version:
+            win.xen_product_versions[name] = version
+
+
+def _msi_version(number):
+    # Installer\Products Version: major << 24 | minor << 16 | build.
+    if number is None:
+        return None
+    return '%d.%d.%d' % (number >> 24, (number >> 16) & 0xFF,
+                         number & 0xFFFF)
 
 
 # -- SYSTEM ----------------------------------------------------------------
@@ -181,6 +213,9 @@ def _read_system(hive, drivers_hive, win, notes):
         if state is not None:
             win.xen_services.append(state)
     win.xen_force_unplug = hive.key('XEN\\ForceUnplug', services) is not None
+    _read_xen_traps(hive, services, win)
+    win.xen_hardware_ids = _xen_hardware_ids(hive, root)
+    win.static_interfaces = staticip.read(hive, services, control)
     classes = hive.key('Class', control)
     for class_key in hive.subkeys(classes):
         class_guid = hive.name_of(class_key).lower()
@@ -191,6 +226,50 @@ def _read_system(hive, drivers_hive, win, notes):
                         class_guid=class_guid, value=value,
                         driver=entry.strip()))
     _read_virtio(hive, drivers_hive, services, control, win, notes)
+
+
+def _read_xen_traps(hive, services, win):
+    """Unplug requests still asking for something; legacy NOPVBoot."""
+    for service, subkey in xentools.UNPLUG_KEYS:
+        key = hive.key(service + '\\' + subkey, services)
+        asking = [name for name in hive.value_names(key)
+                  if _asks(hive.raw(key, name))]
+        if asking:
+            win.xen_unplug.append(facts.UnplugRequest(
+                key='%s\\%s' % (service, subkey), values=sorted(asking)))
+    for name in xentools.LEGACY_EVTCHN:
+        key = hive.key(name, services)
+        if key is not None:
+            win.xen_nopvboot = any(
+                v.lower() == xentools.NOPVBOOT.lower()
+                for v in hive.value_names(key))
+
+
+def _asks(raw):
+    # A DWORD other than 0 or a list naming a driver asks for an unplug.
+    if raw is None:
+        return False
+    number = registry.decode_dword(raw)
+    if raw[0] in (registry.REG_DWORD, registry.REG_DWORD_BIG_ENDIAN):
+        return bool(number)
+    return bool(registry.decode_multi_string(raw)) or (
+        raw[0] == registry.REG_BINARY and any(raw[1]))
+
+
+def _xen_hardware_ids(hive, root):
+    """Enum paths of the Xen PV devices the guest has seen."""
+    found = []
+    enum = hive.key('Enum', root)
+    for bus in hive.subkeys(enum):
+        bus_name = hive.name_of(bus)
+        if not any(p.startswith(bus_name.lower() + '\\')
+                   for p in xentools.HARDWARE_ID_PREFIXES):
+            continue
+        for device in hive.subkey_names(bus):
+            path = '%s\\%s' % (bus_name, device)
+            if path.lower().startswith(xentools.HARDWARE_ID_PREFIXES):
+                found.append(path)
+    return sorted(found)
 
 
 def _driver_database_ids(hives):
@@ -276,13 +355,14 @@ def _read_driver_packages(fs, systemroot, win):
             continue
         if not data:
             continue
-        provider, class_name, catalog = inf.version_info(data)
+        provider, class_name, catalog, driver_ver = inf.version_details(
+            data)
         family = drivers.package_family(provider, catalog)
         if family is None:
             continue
         win.driver_packages.append(facts.DriverPackage(
             inf=name, provider=provider, class_name=class_name,
-            catalog=catalog, family=family))
+            catalog=catalog, family=family, driver_ver=driver_ver))
         if family in win.virtio:
             win.virtio[family].staged = True
     repository = systemroot + '/System32/DriverStore/FileRepository'

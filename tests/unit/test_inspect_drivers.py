@@ -50,6 +50,14 @@ def test_inf_without_version_section():
     assert inf.version_info(b'[Version]\nProvider=Caf\xe9\n')[0] == 'Caf\xe9'
 
 
+def test_inf_driver_version():
+    # The xevtchn.inf of the legacy Citrix drivers (OpenXT/xc-windows).
+    text = (b'[Version]\r\nClass=System\r\nProvider=%OpenXT%\r\n'
+            b'CatalogFile=xevtchn.cat\r\nDriverVer= 03/01/2008,4.2.0.0001\r\n')
+    assert inf.version_details(text)[2:] == (
+        'xevtchn.cat', '03/01/2008,4.2.0.0001')
+
+
 @pytest.mark.parametrize('name, expected', [
     ('PCI#VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00', 'viostor'),
     ('pci#ven_1af4&dev_1042&subsys_11001af4&rev_01', 'viostor'),

@@ -98,6 +98,8 @@ def test_disk_bus_is_decided_again_from_the_fixed_registry(tmp_path):
     assert fixed['hw_disk_bus'] == 'scsi'
     assert fixed['hw_scsi_model'] == 'virtio-scsi'
     assert fixed['xen_import_fixup_required'] == 'false'
+    # "XenServer VM Tools" is installed (no DisplayVersion): still there.
+    assert fixed['xen_import_xen_tools'] == 'vm-tools'
 
 
 def test_guest_without_xen_drivers_converts_byte_identical(tmp_path):

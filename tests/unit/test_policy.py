@@ -361,7 +361,9 @@ EXPECTED = {
         'xen_import_fixup_required': 'true',
         'xen_import_fixup_reasons': 'xen-pv-drivers,xen-class-filters',
         'xen_import_xen_drivers':
-            'xenagent,xenbus,xenfilt,xeniface,xennet,xenvbd,xenvif'},
+            'xenagent,xenbus,xenfilt,xeniface,xennet,xenvbd,xenvif',
+        # Its Uninstall entries: the Management Agent and PV Drivers MSIs.
+        'xen_import_xen_tools': 'xenserver-6.1-7.x'},
     'win7-vioscsi': {
         'os_type': 'windows', 'os_distro': 'windows', 'os_version': '6.1',
         'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi',
