@@ -43,3 +43,7 @@ class InsufficientSpace(XenImportError):
 
 class GuestError(XenImportError):
     """The guest inside the disk could not be inspected or fixed."""
+
+
+class ChecksumMismatch(InvalidPackage):
+    """A block's checksum inside the package differs from its data."""
