@@ -31,7 +31,6 @@ patterns (:func:`qemu_pattern_raw`). Nothing here imports the product.
 import dataclasses
 import hashlib
 import os
-import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -468,16 +467,60 @@ def streamed_order(disks):
     return sorted(disks, key=lambda d: d.ref)
 
 
+class Zeros(object):
+    """Member data of ``size`` zero bytes, written without holding them."""
+
+    def __init__(self, size):
+        self.size = size
+
+
+def write_members(f, entries, style='v7', mode=0o400, ova_mtime=0):
+    """Write (name, bytes or Zeros) entries as a tar into file ``f``."""
+    writer = TarWriter(f, style, mode)
+    for name, data in entries:
+        if isinstance(data, Zeros):
+            writer.add_header_only(name, data.size)
+            left = data.size
+            while left:
+                f.write(bytes(min(left, CHUNK)))
+                left -= min(left, CHUNK)
+            f.write(bytes(-data.size % BLOCK))
+        else:
+            writer.add(name, data, ova_mtime if name == 'ova.xml' else 0)
+    writer.close()
+
+
+COMPRESSORS = {'gzip': ['gzip', '-c'], 'zstd': ['zstd', '-q', '-c']}
+
+
+def write_xva_file(path, entries, compress=None, **kwargs):
+    """Write ``entries`` as an XVA at ``path``, compressed as a whole by
+    the real gzip or zstd tool when ``compress`` says so."""
+    with open(path, 'wb') as out:
+        if compress is None:
+            write_members(out, entries, **kwargs)
+            return path
+        proc = subprocess.Popen(COMPRESSORS[compress],
+                                stdin=subprocess.PIPE, stdout=out)
+        try:
+            write_members(proc.stdin, entries, **kwargs)
+        finally:
+            proc.stdin.close()
+            if proc.wait() != 0:
+                raise RuntimeError('%s failed' % compress)
+    return path
+
+
 def make_xva(path, disks, vm=None, checksum='xxhash', keepalive_before=(),
              compress=None, xo=False, id_base=95, mode=0o400, cd='empty',
-             export_vsn=2, ova_mtime=0, members=None):
-    """Write an XVA of ``vm`` with ``disks`` at ``path``; return its disks.
+             export_vsn=2, ova_mtime=0, edit=None):
+    """Write an XVA of ``vm`` with ``disks`` at ``path``; return the disks.
 
     :param keepalive_before: {disk index: chunk offsets} for keepalives.
     :param compress: None, 'gzip' or 'zstd' (the whole stream, by the
         command-line tool, as xapi's use_compression does).
-    :param members: when given, called as ``members(list)`` with the
-        (name, bytes-or-iterator) list before writing, to edit it.
+    :param edit: when given, called with the list of (name, data) members
+        (ova.xml first); returns the list to write instead.
     """
     vm = vm or Vm()
     if xo:
@@ -487,31 +530,23 @@ def make_xva(path, disks, vm=None, checksum='xxhash', keepalive_before=(),
             disk.size = -(-disk.size // CHUNK) * CHUNK
     else:
         ids = Ids(id_base)
-    xml_data = ova_xml(vm, disks, ids, cd=cd, xo=xo, export_vsn=export_vsn)
-    entries = [('ova.xml', xml_data)]
+    entries = [('ova.xml', ova_xml(vm, disks, ids, cd=cd, xo=xo,
+                                   export_vsn=export_vsn))]
     for disk in streamed_order(disks):
-        index = disks.index(disk)
         entries.append(vdi_members(
-            disk, checksum, dict(keepalive_before).get(index, ()),
+            disk, checksum, dict(keepalive_before).get(disks.index(disk), ()),
             pad_last=xo))
-    if members is not None:
-        members(entries)
-    plain = path if compress is None else path + '.tar'
-    with open(plain, 'wb') as f:
-        writer = TarWriter(f, 'ustar' if xo else 'v7', mode)
+
+    def flat():
         for entry in entries:
             if isinstance(entry, tuple):
-                writer.add(entry[0], entry[1],
-                           ova_mtime if entry[0] == 'ova.xml' else 0)
+                yield entry
             else:
-                for name, data in entry:
-                    writer.add(name, data)
-        writer.close()
-    if compress is not None:
-        tool = {'gzip': ['gzip', '-c'], 'zstd': ['zstd', '-q', '-c']}
-        with open(plain, 'rb') as src, open(path, 'wb') as dst:
-            subprocess.run(tool[compress], stdin=src, stdout=dst, check=True)
-        os.unlink(plain)
+                yield from entry
+
+    members = flat() if edit is None else edit(list(flat()))
+    write_xva_file(path, members, compress, style='ustar' if xo else 'v7',
+                   mode=mode, ova_mtime=ova_mtime)
     return disks
 
 
@@ -526,7 +561,3 @@ def xva_img_extract(xva, ref, out_raw):
         ovakit.run('xva-img', '-s', 'disk-export',
                    os.path.join(scratch, ref), out_raw)
     return out_raw
-
-
-def have_tools(*names):
-    return all(shutil.which(name) for name in names)
