@@ -494,8 +494,11 @@ COMPRESSORS = {'gzip': ['gzip', '-c'], 'zstd': ['zstd', '-q', '-c']}
 
 
 def write_xva_file(path, entries, compress=None, **kwargs):
-    """Write ``entries`` as an XVA at ``path``, compressed as a whole by
-    the real gzip or zstd tool when ``compress`` says so."""
+    """Write ``entries`` as an XVA at ``path``.
+
+    With ``compress``, the whole stream goes through the real gzip or
+    zstd tool, as xapi's use_compression does.
+    """
     with open(path, 'wb') as out:
         if compress is None:
             write_members(out, entries, **kwargs)

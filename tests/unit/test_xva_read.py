@@ -264,3 +264,37 @@ def test_tar_lists_what_the_kit_meant(tmp_path, raws):
     assert listing[0].split()[:3] == ['-r--------', '0/0',
                                       str(tar_names(xva)[0][1])]
     assert all(' 1970-01-01 00:00 ' in line for line in listing)
+
+
+def _drain(data):
+    kind, reader = compression.sniff(ovakit.SequentialReader(data))
+    assert kind == 'zstd'
+    out = []
+    while True:
+        piece = reader.read(MiB)
+        if not piece:
+            return b''.join(out)
+        out.append(piece)
+
+
+def test_zstd_frames_in_a_row_and_cut_anywhere():
+    """zstd frames in a row read as one stream; cut anywhere, refused.
+
+    The frames come from the zstd tool, with a skippable frame (RFC 8878
+    3.1.2) between two of them.
+    """
+    ovakit.require_tools('zstd')
+    parts = [os.urandom(200000), b'xva' * 300000, b'']
+    frames = [ovakit.run('zstd', '-q', '-c', *extra, input=part)
+              for part, extra in zip(parts, ([], ['-19'], ['--no-check']))]
+    skippable = b'\x5a\x2a\x4d\x18' + (7).to_bytes(4, 'little') + b'padding'
+    stream = frames[0] + skippable + frames[1] + frames[2]
+    assert _drain(stream) == b''.join(parts)
+    ends = {len(frames[0]), len(frames[0]) + len(skippable),
+            len(stream) - len(frames[2])}
+    for cut in range(4, len(stream), 211):
+        if cut in ends:
+            continue
+        with pytest.raises(exception.InvalidPackage,
+                           match='^zstd data ends before its end marker$'):
+            _drain(stream[:cut])
