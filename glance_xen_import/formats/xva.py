@@ -380,13 +380,15 @@ def _read_descriptor(first, max_disk_size):
 
 
 def _selection(descriptor, chosen):
+    """{id: XvaDisk of the descriptor} of the disks ``select`` chose."""
     refs = {disk.ref: disk for disk in descriptor.disks}
     selected = {}
     for disk in chosen:
-        if refs.get(getattr(disk, 'ref', None)) is not disk:
+        ref = getattr(disk, 'ref', None)
+        if ref not in refs:
             raise exception.XenImportError(
                 'disk %r is not one of the disks of the XVA' % (disk,))
-        selected[disk.ref] = disk
+        selected[ref] = refs[ref]
     return selected
 
 
@@ -396,8 +398,9 @@ def read_members(first, members, select, open_sink, on_descriptor=None,
 
     :param first: the first tarstream.Member; must be ova.xml.
     :param members: the tarstream.Members the rest comes from.
-    :param select: ``select(descriptor)`` returns the XvaDisk to write.
-        The others are read past, every chunk still verified.
+    :param select: ``select(descriptor)`` returns the XvaDisk to write
+        (matched by ``ref``). The others are read past, every chunk still
+        verified.
     :param open_sink: ``open_sink(disk)`` returns the sink a selected
         disk is written to, an object with ``write_at(offset, data)``; it
         is called once per selected disk, before its first chunk. Zero

@@ -254,3 +254,23 @@ def test_tagged_forms_are_read():
     assert value == {'s': 'x', 'i': -3, 'b': False,
                      'd': '19700101T00:00:00Z', 'f': 1.5, 'n': None,
                      'a': []}
+
+
+def test_unresolvable_and_opaque_references_are_tolerated():
+    """A Disk VBD whose VDI names no object, and one with an OpaqueRef."""
+    extra = [
+        {'class': 'VBD', 'id': 'Ref:901', 'snapshot': {
+            'VM': 'Ref:95', 'VDI': 'Ref:4242', 'type': 'Disk',
+            'userdevice': '5', 'empty': False}},
+        {'class': 'VBD', 'id': 'Ref:902', 'snapshot': {
+            'VM': 'Ref:95', 'VDI': 'OpaqueRef:5e1f0c2a', 'type': 'Disk',
+            'userdevice': '6', 'empty': False}},
+        {'class': 'VDI', 'id': 'Ref:903', 'snapshot': {
+            'name_label': 'orphan', 'type': 'user', 'virtual_size': '1',
+            'SR': 'OpaqueRef:NULL'}},
+    ]
+    data = xvakit.ova_xml(xvakit.Vm(), [FakeDisk('root', GiB)],
+                          xvakit.Ids(95), extra_objects=extra)
+    desc = xva.parse_descriptor(data)
+    assert [d.ref for d in desc.disks] == ['Ref:99']
+    assert [ref for ref, _size in desc.streams] == ['Ref:99']

@@ -384,3 +384,49 @@ def test_compressed_bomb_chunk_is_refused_from_its_header(
                         '1073741824 bytes; XVA chunks are 1 MiB at most$')
     # ova.xml, Ref:102 and Ref:99's first chunk, and that header.
     assert sum(inflated) < 5 * MiB
+
+
+def test_on_descriptor_refuses_before_any_disk_data(tmp_path, raws):
+    path = make(tmp_path, raws)
+    seen = []
+
+    def no_two_disk_vms(descriptor):
+        seen.append(len(descriptor.disks))
+        raise exception.InvalidPackage('two disks: refused by the caller')
+
+    xva_helpers.refused(tmp_path, path, '^two disks: refused by the caller$',
+                        on_descriptor=no_two_disk_vms)
+    assert seen == [2]
+
+
+def test_absent_first_chunk_reads_as_zeros(tmp_path, raws):
+    """xapi's importer starts its running position at chunk -1."""
+    def drop_first(members):
+        i = at(members, 'Ref:102/00000000')
+        return members[:i] + members[i + 2:]
+
+    path = make(tmp_path, raws, drop_first)
+    _pkg, paths, _read = xva_helpers.convert(path, str(tmp_path))
+    with open(raws[1], 'rb') as f:
+        expected = bytes(MiB) + f.read()[MiB:]
+    with open(paths['Ref:102'], 'rb') as f:
+        assert f.read() == expected
+
+
+def test_thousands_of_keepalives_are_members_enough(tmp_path):
+    """Past tarstream's default of 4096 members: the disk's size decides."""
+    ovakit.require_tools('qemu-img', 'qemu-io')
+    small = xvakit.qemu_pattern_raw(str(tmp_path / 'small.raw'), 2 * MiB, [
+        (MiB, 512, 0x09)])
+    disk = xvakit.Disk(small, 'slow SR', size=3000 * MiB)
+    path = str(tmp_path / 'vm.xva')
+    xvakit.make_xva(path, [disk], cd=None,
+                    keepalive_before={0: range(2, 2999)})
+    pkg, paths, _read = xva_helpers.convert(path, str(tmp_path))
+    info = pkg.result.converted[0][1]
+    assert info.chunks == 3 + 2997
+    with open(paths[disk.ref], 'rb') as f:
+        f.seek(MiB)
+        assert f.read(512) == b'\x09' * 512
+        f.seek(3000 * MiB - 4096)
+        assert f.read() == bytes(4096)
