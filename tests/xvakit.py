@@ -378,9 +378,14 @@ def version_block(export_vsn=2, xo=False):
             'xapi_minor': 27, 'export_vsn': export_vsn}
 
 
-def ova_xml(vm, disks, ids, cd='empty', xo=False, export_vsn=2,
-            empty='<value></value>', extra_objects=()):
-    """The ova.xml of ``vm`` with ``disks`` (refs assigned here).
+def ova_xml(vm, disks, ids, empty='<value></value>', **kwargs):
+    """The ova.xml of ``vm`` with ``disks``: ova_value as XML-RPC."""
+    return xmlrpc(ova_value(vm, disks, ids, **kwargs), empty).encode()
+
+
+def ova_value(vm, disks, ids, cd='empty', xo=False, export_vsn=2,
+              extra_objects=()):
+    """The ova.xml value of ``vm`` with ``disks`` (refs assigned here).
 
     :param cd: 'empty' (an empty CD drive), 'iso' (a CD with an ISO VDI in
         an ISO library SR, which is not streamed) or None.
@@ -455,8 +460,7 @@ def ova_xml(vm, disks, ids, cd='empty', xo=False, export_vsn=2,
                     for i, s in vdis]
         objects += [{'class': 'SR', 'id': i, 'snapshot': s} for i, s in srs]
     objects += list(extra_objects)
-    top = {'version': version_block(export_vsn, xo), 'objects': objects}
-    return xmlrpc(top, empty).encode()
+    return {'version': version_block(export_vsn, xo), 'objects': objects}
 
 
 # --------------------------------------------------------------------------

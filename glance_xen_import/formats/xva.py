@@ -91,6 +91,8 @@ def _text(record, key, what, limit=None):
     value = record.get(key, '')
     if value is None:
         return ''
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)      # a writer that tags its ints (<i4>)
     if not isinstance(value, str):
         raise _refuse('%s %s is not text' % (what, key))
     if limit is not None and len(value) > limit:
