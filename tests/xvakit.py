@@ -384,11 +384,14 @@ def ova_xml(vm, disks, ids, empty='<value></value>', **kwargs):
 
 
 def ova_value(vm, disks, ids, cd='empty', xo=False, export_vsn=2,
-              extra_objects=()):
+              extra_objects=(), suspend=None):
     """The ova.xml value of ``vm`` with ``disks`` (refs assigned here).
 
     :param cd: 'empty' (an empty CD drive), 'iso' (a CD with an ISO VDI in
         an ISO library SR, which is not streamed) or None.
+    :param suspend: a Disk holding the memory image of a suspended VM
+        (vm-export preserve_power_state=true): a VDI of type suspend on no
+        VBD, which xapi streams too.
     """
     vm_id = ids('vm')
     vbds, vdis, srs = [], [], []
@@ -425,6 +428,13 @@ def ova_value(vm, disks, ids, cd='empty', xo=False, export_vsn=2,
         vdis.append((vdi_id, _vdi_record(disk.name, disk.size, sr_id,
                                          vbd_id, disk.vdi_type)))
         vm_vbd_ids.append(vbd_id)
+    if suspend is not None:
+        suspend.ref = suspend.ref or ids('suspend')
+        sr_id = sr_id or ids('sr')
+        record = _vdi_record(suspend.name, suspend.size, sr_id, NULL,
+                             'suspend')
+        record['VBDs'] = []
+        vdis.append((suspend.ref, record))
     if sr_id is not None:
         srs.append((sr_id, _sr_record('Local storage', 'user', 'lvm')))
     if cd == 'empty':
@@ -520,7 +530,7 @@ def write_xva_file(path, entries, compress=None, **kwargs):
 
 def make_xva(path, disks, vm=None, checksum='xxhash', keepalive_before=(),
              compress=None, xo=False, id_base=95, mode=0o400, cd='empty',
-             export_vsn=2, ova_mtime=0, edit=None):
+             export_vsn=2, ova_mtime=0, edit=None, suspend=None):
     """Write an XVA of ``vm`` with ``disks`` at ``path``; return the disks.
 
     :param keepalive_before: {disk index: chunk offsets} for keepalives.
@@ -528,6 +538,7 @@ def make_xva(path, disks, vm=None, checksum='xxhash', keepalive_before=(),
         command-line tool, as xapi's use_compression does).
     :param edit: when given, called with the list of (name, data) members
         (ova.xml first); returns the list to write instead.
+    :param suspend: a Disk streamed as the suspended VM's memory image.
     """
     vm = vm or Vm()
     if xo:
@@ -538,10 +549,12 @@ def make_xva(path, disks, vm=None, checksum='xxhash', keepalive_before=(),
     else:
         ids = Ids(id_base)
     entries = [('ova.xml', ova_xml(vm, disks, ids, cd=cd, xo=xo,
-                                   export_vsn=export_vsn))]
-    for disk in streamed_order(disks):
+                                   export_vsn=export_vsn, suspend=suspend))]
+    streamed = disks + ([suspend] if suspend is not None else [])
+    for disk in streamed_order(streamed):
         entries.append(vdi_members(
-            disk, checksum, dict(keepalive_before).get(disks.index(disk), ()),
+            disk, checksum,
+            dict(keepalive_before).get(streamed.index(disk), ()),
             pad_last=xo))
 
     def flat():

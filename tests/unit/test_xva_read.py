@@ -298,3 +298,36 @@ def test_zstd_frames_in_a_row_and_cut_anywhere():
         with pytest.raises(exception.InvalidPackage,
                            match='^zstd data ends before its end marker$'):
             _drain(stream[:cut])
+
+
+def test_suspended_vm_memory_image_is_read_past(tmp_path, raws):
+    """preserve_power_state: xapi streams the suspend VDI with the disks."""
+    ovakit.require_tools('qemu-img', 'qemu-io')
+    memory = xvakit.qemu_pattern_raw(str(tmp_path / 'memory.raw'), 3 * MiB,
+                                     [(MiB, 8192, 0x77)])
+    suspend = xvakit.Disk(memory, 'Suspend image')
+    xva = str(tmp_path / 'vm.xva')
+    disks = xvakit.make_xva(xva, two_disks(raws), suspend=suspend)
+    assert suspend.ref == 'Ref:103'
+    names = [name for name, _s, _m in tar_names(xva)]
+    assert 'Ref:103/00000001' in names
+    out = tmp_path / 'out'
+    out.mkdir()
+    pkg, paths, _read = xva_helpers.convert(xva, str(out))
+    descriptor = pkg.result.descriptor
+    assert [d.ref for d in descriptor.disks] == ['Ref:99', 'Ref:102']
+    assert sorted(os.listdir(out)) == ['Ref_102.raw', 'Ref_99.raw']
+    assert_same_as(paths, disks)
+
+    def damage_memory(members):
+        i = [n for n, _d in members].index('Ref:103/00000001')
+        members[i] = (members[i][0], bytes(MiB))
+        return members
+
+    damaged = str(tmp_path / 'damaged.xva')
+    xvakit.make_xva(damaged, two_disks(raws), edit=damage_memory,
+                    suspend=xvakit.Disk(memory, 'Suspend image'))
+    again = tmp_path / 'again'
+    again.mkdir()
+    xva_helpers.refused(again, damaged, '^chunk Ref:103/00000001 fails its '
+                        'xxhash checksum')
