@@ -331,3 +331,15 @@ def test_suspended_vm_memory_image_is_read_past(tmp_path, raws):
     again.mkdir()
     xva_helpers.refused(again, damaged, '^chunk Ref:103/00000001 fails its '
                         'xxhash checksum')
+
+
+def test_zstd_compressed_ova_converts_too(tmp_path):
+    """Whole-stream zstd is told by its magic for an OVA as for an XVA."""
+    ovakit.require_tools('zstd', 'qemu-img', 'sfdisk', 'mkfs.ext4')
+    from glance_xen_import import pipeline
+    ova, raw_disk, _vhd = ovakit.simple_ova(str(tmp_path))
+    zst = str(tmp_path / 'vm.ova.zst')
+    ovakit.run('zstd', '-q', ova.path, '-o', zst)
+    dest = str(tmp_path / 'converted.raw')
+    pipeline.convert(zst, dest)
+    assert ovakit.first_difference(dest, raw_disk.path) is None
