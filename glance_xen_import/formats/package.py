@@ -21,6 +21,7 @@ file's name plays no part.
 import dataclasses
 
 from glance_xen_import import exception
+from glance_xen_import.formats import names
 from glance_xen_import.formats import ova
 from glance_xen_import.formats import tarstream
 from glance_xen_import.formats import xva
@@ -44,7 +45,7 @@ def kind_of(first):
         return OVA
     raise exception.InvalidPackage(
         'the package starts with %s: an OVA starts with its .ovf '
-        'descriptor, an XVA with ova.xml' % first.name)
+        'descriptor, an XVA with ova.xml' % names.shown(first.name))
 
 
 def read_package(stream, convert_disk, select, open_sink,

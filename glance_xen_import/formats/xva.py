@@ -27,6 +27,7 @@ suspend VDIs, in the plain string order of their ids.
 import dataclasses
 
 from glance_xen_import import exception
+from glance_xen_import.formats import names
 from glance_xen_import.formats import xapixml
 from glance_xen_import.formats import xvachunks
 from glance_xen_import import options
@@ -373,7 +374,7 @@ def _read_descriptor(first, max_disk_size):
     if first.name != 'ova.xml':
         raise exception.InvalidPackage(
             'the first member of an XVA must be ova.xml, not %s'
-            % first.name)
+            % names.shown(first.name))
     if first.size > xapixml.MAX_SIZE:
         raise exception.InvalidPackage(
             'ova.xml is %d bytes, more than the %d accepted'

@@ -29,6 +29,7 @@ import hashlib
 import xxhash
 
 from glance_xen_import import exception
+from glance_xen_import.formats import names
 
 CHUNK = 1 << 20
 _KINDS = {
@@ -179,11 +180,12 @@ class ChunkStream(object):
         if not member.name.startswith(name + '.'):
             raise exception.InvalidPackage(
                 'chunk %s is followed by %s, not by its checksum member '
-                '(.checksum or .xxhash)' % (name, member.name))
+                '(.checksum or .xxhash)' % (name, names.shown(member.name)))
         if ext not in _KINDS:
             raise exception.InvalidPackage(
                 'checksum member %s is of an unknown kind: xapi writes '
-                '.checksum (SHA-1) or .xxhash (XXH64)' % member.name)
+                '.checksum (SHA-1) or .xxhash (XXH64)'
+                % names.shown(member.name))
         kind, length, digest = _KINDS[ext]
         if member.size != length:
             raise exception.InvalidPackage(
@@ -202,30 +204,32 @@ class ChunkStream(object):
     def _stray(self, member, ref, position, size, chunks):
         """The refusal for ``member``, found where a chunk of ``ref`` was."""
         prefix, number, ext = _split(member.name)
+        name = names.shown(member.name)
         if prefix == ref:
             if number is not None and ext:
                 return exception.InvalidPackage(
                     'checksum member %s has no chunk before it'
-                    % member.name)
+                    % name)
             return exception.InvalidPackage(
                 'member %s is not a chunk of disk %s (%s/NNNNNNNN)'
-                % (member.name, ref, ref))
+                % (name, ref, ref))
         if chunks == 0 and position == 0:
             return self._misplaced(member, prefix, ref)
         return exception.InvalidPackage(
             'disk %s stops at byte %d of its %d: member %s comes next'
-            % (ref, position, size, member.name))
+            % (ref, position, size, name))
 
     def _misplaced(self, member, prefix, expected):
         """The refusal for ``member`` where a VDI's data starts or ends."""
+        name = names.shown(member.name)
         if prefix is not None and prefix == self._previous:
             return exception.InvalidPackage(
                 'chunk %s lies past the end of disk %s (%d bytes)'
-                % (member.name, prefix, self._sizes[prefix]))
+                % (name, prefix, self._sizes[prefix]))
         if prefix in self._done:
             return exception.InvalidPackage(
                 'disk %s is streamed twice: member %s comes after its end'
-                % (prefix, member.name))
+                % (prefix, name))
         if prefix in self._sizes:
             return exception.InvalidPackage(
                 'disk %s comes where disk %s was expected: an XVA streams '
@@ -234,9 +238,9 @@ class ChunkStream(object):
         if expected is None:
             return exception.InvalidPackage(
                 'member %s follows the last disk, where an XVA ends'
-                % member.name)
+                % name)
         return exception.InvalidPackage(
-            'member %s belongs to no disk of ova.xml' % member.name)
+            'member %s belongs to no disk of ova.xml' % name)
 
     def expect_end(self):
         """Refuse any member after the last VDI."""

@@ -430,3 +430,11 @@ def test_thousands_of_keepalives_are_members_enough(tmp_path):
         assert f.read(512) == b'\x09' * 512
         f.seek(3000 * MiB - 4096)
         assert f.read() == bytes(4096)
+
+
+def test_a_name_with_a_newline_is_quoted(tmp_path, raws):
+    def forged(members):
+        return members[:1] + [('Ref:7\nforged line', b'')] + members[1:]
+
+    refused(tmp_path, raws, r"^member 'Ref:7\\nforged line' belongs to no "
+            'disk of ova.xml$', forged)
