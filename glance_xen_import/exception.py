@@ -45,5 +45,9 @@ class GuestError(XenImportError):
     """The guest inside the disk could not be inspected or fixed."""
 
 
+class ChecksumMismatch(InvalidPackage):
+    """A block's checksum inside the package differs from its data."""
+
+
 class DiskNotFound(XenImportError):
     """The disk the import asked for is not one of the VM's disks."""

@@ -12,7 +12,8 @@
 
 """The one place that strings the steps together.
 
-    OVA stream -> package reader -> VHD decoder -> sparse RAW
+    OVA or XVA stream -> package reader -> VHD decoder or XVA chunks
+               -> sparse RAW (one per chosen disk)
                -> partition check -> guest inspection
                -> [Windows fixup -> inspection again] -> properties
                -> [Linux fixup for the chosen bus -> inspection again]
@@ -26,10 +27,11 @@ import os
 from glance_xen_import import exception
 from glance_xen_import import fixup
 from glance_xen_import.fixup import linux as linux_fixup
-from glance_xen_import.formats import ova
+from glance_xen_import.formats import package as package_mod
 from glance_xen_import.formats import partitions
 from glance_xen_import.formats import raw
 from glance_xen_import.formats import vhd
+from glance_xen_import.formats import xva
 from glance_xen_import import inspect as guest_inspect
 from glance_xen_import import options as options_mod
 from glance_xen_import import policy
@@ -98,7 +100,18 @@ def _check_extra_disks(disks, opts):
             'accepted' % len(disks))
 
 
-def _ova_disks(descriptor):
+def _vm_disks(descriptor):
+    """The package's disks in the VM's order, boot disk first."""
+    if isinstance(descriptor, xva.XvaDescriptor):
+        disks = list(descriptor.disks)    # by userdevice
+        if descriptor.is_pv:
+            # pygrub boots from the VBD marked bootable; an HVM BIOS from
+            # the first disk on the bus.
+            disks.sort(key=lambda d: (not d.bootable, d.userdevice))
+        return selection.vm_disks(
+            disks, key=lambda d: d.ref, name=lambda d: d.name,
+            capacity=lambda d: d.capacity, bootable=lambda d: d.bootable)
+    # The OVF reader put XenCenter's bootable disk first.
     return selection.vm_disks(
         descriptor.disks, key=lambda d: d.href, name=lambda d: d.disk_id,
         capacity=lambda d: d.capacity, bootable=lambda d: d.boot)
@@ -161,6 +174,18 @@ class _Targets(object):
                 return writer
         raise AssertionError('disk %s was not chosen' % key)
 
+    def open_xva_disk(self, disk, directory, input_size):
+        """xva.read_members' open_sink: the disk's writer, space checked.
+
+        Chunks are raw disk data: the VDI's size bounds what is written,
+        and so does the input's size when it is a file. From a stream of
+        unknown length a full disk ends the import at its first failed
+        write instead, with the same one-line reason.
+        """
+        if input_size is not None:
+            check_free_space(directory, min(disk.capacity, input_size))
+        return self.writer(disk.ref)
+
     def abort(self):
         for _disk, _dest, writer in self.chosen:
             writer.abort()
@@ -169,11 +194,12 @@ class _Targets(object):
 def _read(source, targets, opts, directory, progress):
     with _open_source(source) as (stream, total):
         reader = _ProgressReader(stream, total, progress)
-        return ova.read_package(
+        return package_mod.read_package(
             reader, _vhd_converter(targets, opts, directory),
-            opts.manifest_policy,
-            max_disk_size=opts.max_virtual_size,
-            select=lambda d: targets.select(_ova_disks(d)))
+            select=lambda d: targets.select(_vm_disks(d)),
+            open_sink=lambda d: targets.open_xva_disk(d, directory, total),
+            manifest_policy=opts.manifest_policy,
+            max_disk_size=opts.max_virtual_size)
 
 
 def _convert(source, place, opts, progress, directory):
@@ -182,13 +208,16 @@ def _convert(source, place, opts, progress, directory):
     targets = _Targets(place, opts)
     try:
         package = _read(source, targets, opts, directory, progress)
-        results = dict((disk.href, info) for disk, info in package.converted)
+        package_info = report_mod.PackageInfo.from_package(package)
+        # Both readers return the descriptor's own disk records.
+        results = {id(record): info
+                   for record, info in package.result.converted}
         done = []
         for disk, dest_path, writer in targets.chosen:
-            info = results[disk.key]
+            info = results[id(disk.record)]
             writer.finish(info.current_size)
-            report = _analyse(writer.path, package, disk, targets.disks,
-                              info, writer.data_bytes, opts)
+            report = _analyse(writer.path, package_info, disk,
+                              targets.disks, info, writer.data_bytes, opts)
             report.properties = sanitize.properties(report.properties)
             done.append((dest_path, writer, report))
         for dest_path, writer, _report in done:
@@ -317,10 +346,10 @@ def _vm_properties(package_info):
     return properties
 
 
-def _analyse(dest_path, package, disk, vm_disks, info, allocated, opts):
+def _analyse(dest_path, package_info, disk, vm_disks, info, allocated,
+             opts):
     with open(dest_path, 'rb') as image:
         layout = partitions.read_layout(image, info.current_size)
-    package_info = report_mod.PackageInfo.from_package(package)
     guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
     guest, fixed = _fix_windows(dest_path, layout, guest, package_info, opts)
     properties = policy.decide(guest, layout, package_info, info.source_tag,

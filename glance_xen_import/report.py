@@ -47,16 +47,26 @@ class PackageInfo:
     vm: dict = None      # vcpus, memory_bytes, platform (vm_sizing)
 
     @classmethod
-    def from_package(cls, result):
+    def from_package(cls, package):
+        """From a formats.package.Package, OVA or XVA."""
+        result = package.result
         descriptor = result.descriptor
+        vm = vm_sizing(descriptor.vcpus, descriptor.memory_bytes,
+                       descriptor.platform)
+        if package.kind == 'xva':
+            # Every chunk was checked against its checksum member.
+            return cls(name=descriptor.name, virtual_system_type=None,
+                       os_id=None, os_description=descriptor.description,
+                       manifest='verified' if result.checksum != 'none'
+                       else 'absent', signed=False, kind='xva',
+                       pv=descriptor.is_pv, firmware=descriptor.firmware,
+                       vm=vm)
         return cls(name=descriptor.name,
                    virtual_system_type=descriptor.virtual_system_type,
                    os_id=descriptor.os_id,
                    os_description=descriptor.os_description,
                    manifest=result.manifest, signed=result.signed,
-                   firmware=descriptor.firmware,
-                   vm=vm_sizing(descriptor.vcpus, descriptor.memory_bytes,
-                                descriptor.platform))
+                   firmware=descriptor.firmware, vm=vm)
 
     @property
     def is_pv_guest(self):

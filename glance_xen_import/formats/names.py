@@ -34,3 +34,14 @@ def member_name(raw):
     if not parts:
         raise ValueError('a directory')
     return posixpath.join(*parts)
+
+
+def shown(name, limit=200):
+    """``name`` as a refusal quotes it: as is when plain, else its repr.
+
+    A member name may hold a newline or be 4 KiB long; a reason is one
+    short line.
+    """
+    if name.isprintable() and len(name) <= limit:
+        return name
+    return repr(name[:limit])

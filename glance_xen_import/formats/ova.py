@@ -57,26 +57,6 @@ class PackageResult:
         return self.converted[0][1]
 
 
-class _Members(object):
-    """The tar members with one of look-ahead."""
-
-    def __init__(self, stream):
-        self._iter = tarstream.iter_members(stream)
-        self._next = None
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._next is not None:
-            member, self._next = self._next, None
-            return member
-        return next(self._iter)
-
-    def push_back(self, member):
-        self._next = member
-
-
 def _chunk_name(href, index):
     # DSP0243 7.1: chunks are named <href>.000000000, <href>.000000001, ...
     return '%s.%09d' % (href, index)
@@ -310,7 +290,19 @@ def read_package(stream, convert_disk, manifest_policy, on_descriptor=None,
     :param select: ``select(descriptor)`` gives the ovf.DiskRef to
         convert; by default the boot disk alone.
     """
-    members = _Members(stream)
+    return read_members(tarstream.Members(stream), convert_disk,
+                        manifest_policy, on_descriptor, max_disk_size,
+                        select)
+
+
+def read_members(members, convert_disk, manifest_policy, on_descriptor=None,
+                 max_disk_size=options.DEFAULT_MAX_VIRTUAL_SIZE,
+                 select=None):
+    """Like :func:`read_package`, from a tarstream.Members not yet read.
+
+    For a reader that looked at the first member to tell the kind of
+    package and pushed it back.
+    """
     digests = _Digests(manifest_policy)
     try:
         return _read_members(members, digests, on_descriptor,

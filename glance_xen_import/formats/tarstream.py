@@ -115,13 +115,32 @@ def _pax_size(value):
     return int(value)
 
 
-def iter_members(stream):
+@dataclasses.dataclass
+class Limits(object):
+    """Bounds :func:`iter_members` applies, read again for every member.
+
+    A package reader may change them once its descriptor says how many
+    members the package may hold: an XVA holds two per MiB of disk.
+    """
+
+    max_members: int = MAX_MEMBERS
+    # Names are remembered to refuse one that appears twice. A reader that
+    # requires its members in a strict order refuses repeats itself and
+    # turns this off, so a package of a million members costs no memory.
+    unique_names: bool = True
+
+
+def iter_members(stream, limits=None):
     """Yield :class:`Member` for each file of the tar read from ``stream``.
 
-    The stream may be gzip, bzip2 or xz compressed as a whole; this is
-    detected from its first bytes. Each member must be read (or left) before
-    the next one is asked for; what is left unread is skipped.
+    The stream may be gzip, bzip2, xz or zstd compressed as a whole; this
+    is detected from its first bytes. Each member must be read (or left)
+    before the next one is asked for; what is left unread is skipped.
+
+    :param limits: a :class:`Limits`; the defaults when None.
     """
+    if limits is None:
+        limits = Limits()
     kind, stream = compression.sniff(stream)
     del kind
     cursor = bytestream.Cursor(stream, 'tar stream',
@@ -158,9 +177,9 @@ def iter_members(stream):
         if info.size < 0:
             raise exception.InvalidPackage('tar member has a negative size')
         count += 1
-        if count > MAX_MEMBERS:
+        if count > limits.max_members:
             raise exception.InvalidPackage(
-                'tar archive has more than %d members' % MAX_MEMBERS)
+                'tar archive has more than %d members' % limits.max_members)
 
         if info.type == tarfile.XHDTYPE:
             records = _parse_pax(_read_meta(cursor, info, MAX_PAX_SIZE,
@@ -208,9 +227,35 @@ def iter_members(stream):
                 'tar member %r is %s; an OVA holds only regular files'
                 % (name, _KIND.get(info.type, 'of type %r' % info.type)))
         name = _clean_name(name)
-        if name in seen:
-            raise exception.InvalidPackage(
-                'tar member %r appears twice' % name)
-        seen.add(name)
+        if limits.unique_names:
+            if name in seen:
+                raise exception.InvalidPackage(
+                    'tar member %r appears twice' % name)
+            seen.add(name)
         member = Member(name, size, cursor, size)
         yield member
+
+
+class Members(object):
+    """The members of the tar read from ``stream``, with one of look-ahead.
+
+    A reader that looked at a member and found it belongs to the next step
+    hands it back with :meth:`push_back`; the next ``next()`` returns it.
+    """
+
+    def __init__(self, stream):
+        self.limits = Limits()
+        self._iter = iter_members(stream, self.limits)
+        self._next = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._next is not None:
+            member, self._next = self._next, None
+            return member
+        return next(self._iter)
+
+    def push_back(self, member):
+        self._next = member

@@ -269,3 +269,28 @@ def test_missing_end_of_archive_marker():
     end += b'\0' * (-len(end) % 512)
     with pytest.raises(exception.InvalidPackage):
         read_all(end)
+
+
+def test_members_push_back_and_limits_read_live():
+    members = tarstream.Members(ovakit.SequentialReader(make_tar()))
+    first = next(members)
+    members.push_back(first)
+    assert next(members) is first
+    members.limits.max_members = 3
+    assert next(members).name == 'Web server.mf'
+    assert next(members).name == 'disk.vhd'
+    with pytest.raises(exception.InvalidPackage,
+                       match='^tar archive has more than 3 members$'):
+        next(members)
+
+
+def test_repeated_names_allowed_when_the_reader_orders_them():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w') as tar:
+        for data in (b'1', b'2'):
+            info = tarfile.TarInfo('a')
+            info.size = 1
+            tar.addfile(info, io.BytesIO(data))
+    members = tarstream.Members(ovakit.SequentialReader(buf.getvalue()))
+    members.limits.unique_names = False
+    assert [m.read() for m in members] == [b'1', b'2']
