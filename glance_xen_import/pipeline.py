@@ -346,10 +346,22 @@ def _vm_properties(package_info):
     return properties
 
 
+def _read_layout(dest_path, size, disk):
+    with open(dest_path, 'rb') as image:
+        try:
+            return partitions.read_layout(image, size)
+        except exception.InvalidPartitionTable as exc:
+            # A data disk may hold a whole-disk LVM volume, a database's
+            # raw storage or nothing yet; a damaged table is still refused.
+            if (disk.role == 'data'
+                    and str(exc) == partitions.NO_CONTENT_REASON):
+                return partitions.unrecognised_layout()
+            raise
+
+
 def _analyse(dest_path, package_info, disk, vm_disks, info, allocated,
              opts):
-    with open(dest_path, 'rb') as image:
-        layout = partitions.read_layout(image, info.current_size)
+    layout = _read_layout(dest_path, info.current_size, disk)
     guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
     guest, fixed = _fix_windows(dest_path, layout, guest, package_info, opts)
     properties = policy.decide(guest, layout, package_info, info.source_tag,

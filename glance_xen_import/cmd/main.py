@@ -10,7 +10,7 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""``glance-xen-import``: convert or inspect a Xen OVA before uploading it.
+"""``glance-xen-import``: convert or inspect a Xen OVA or XVA before upload.
 
     glance-xen-import convert SOURCE DEST [--disk N|KEY|NAME] [--json] ...
     glance-xen-import convert SOURCE --all-disks DIR [--json] ...
@@ -99,15 +99,16 @@ def _human(size):
 
 def _parser():
     parser = argparse.ArgumentParser(
-        prog=PROG, description='Convert Xen/XenServer OVA exports into '
-        'RAW images ready for a KVM cloud, and report the Glance image '
+        prog=PROG, description='Convert Xen/XenServer OVA and XVA exports '
+        'into RAW images ready for a KVM cloud, and report the Glance image '
         'properties that make them boot.')
     commands = parser.add_subparsers(dest='command', required=True)
 
     def common(sub):
         sub.add_argument('source', metavar='SOURCE',
-                         help='OVA file (plain or gzip-compressed), or - '
-                              'for standard input')
+                         help='OVA or XVA file (plain, or compressed with '
+                              'gzip, bzip2, xz or zstd; told apart by '
+                              'content), or - for standard input')
         sub.add_argument('--json', action='store_true',
                          help='print the report as one JSON object')
         sub.add_argument('--manifest-policy',

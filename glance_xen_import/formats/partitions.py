@@ -770,3 +770,8 @@ def read_layout(image, disk_size):
 def _whole_disk(filesystem):
     return DiskLayout(scheme='none', partitions=(), filesystem=filesystem,
                       disk_signature=None, disk_guid=None)
+
+
+def unrecognised_layout():
+    """The layout of a disk with neither partition table nor filesystem."""
+    return _whole_disk(None)

@@ -10,10 +10,12 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Each disk of a two-disk VM becomes its own image through a real Glance.
+"""Every disk of a VM, and XVAs, through a real Glance.
 
 The disk is chosen with the image property ``xen_import_disk`` set at
-image-create; the bytes are compared with qemu-img's reading of each VHD.
+image-create; the bytes are compared with qemu-img's reading of each VHD,
+or with the disk an XVA was made from. XVAs are imported from a file and
+straight from a loopback stand-in for a XenServer host's /export URL.
 """
 
 import filecmp
@@ -23,6 +25,7 @@ import pytest
 
 from tests.functional import glance_server
 from tests import ovakit
+from tests import xvakit
 
 
 @pytest.fixture(scope='session')
@@ -86,4 +89,91 @@ def test_unknown_disk_is_refused_with_the_list(glance, two_disk_vm):
     assert image['status'] == 'queued'
     assert ('xen-ova: xen_import_disk=7: the VM has 2 disk(s), at positions '
             '0 to 1: 0 (%s' % vm[0][0].href) in task['message']
+    assert glance.staged_files(image_id) == []
+
+
+# -- XVA -------------------------------------------------------------------
+
+@pytest.fixture(scope='session')
+def xva_vm(workdir, disks, xapi_host):
+    """A two-disk UEFI VM as xapi exports it, served at its /export URL."""
+    vm_disks = [xvakit.Disk(disks['tap'].expected, 'system'),
+                xvakit.Disk(disks['fixed'].expected, 'data')]
+    path = os.path.join(workdir, 'vm.xva')
+    xvakit.make_xva(path, vm_disks, vm=xvakit.Vm(firmware='uefi'),
+                    keepalive_before={0: [2]})
+    uuid = '5f0c3e55-1b7e-4bb8-9a5b-2c0e5b7d3a11'
+    xapi_host.add_vm(uuid, path)
+    return path, uuid, vm_disks
+
+
+def _assert_xva_image(server, image_id, vm_disk, position, tmp_path):
+    image, task = server.wait_for_import(image_id)
+    assert task['status'] == 'success', (task, server.logs())
+    assert image['status'] == 'active'
+    assert (image['disk_format'], image['container_format']) == ('raw',
+                                                                 'bare')
+    assert image['size'] == vm_disk.size
+    assert _downloaded_equals(server, image_id, vm_disk.raw, tmp_path)
+    assert image['xen_import_source'] == 'xva:xxhash'
+    assert image['hw_firmware_type'] == 'uefi'
+    assert image['xen_import_disk_position'] == str(position)
+    assert server.staged_files(image_id) == []
+    return image
+
+
+@pytest.mark.parametrize('method', ['xen-ova', 'glance-direct'])
+def test_xva_file_imports(glance, xva_vm, tmp_path, method):
+    path, _uuid, vm_disks = xva_vm
+    image_id = glance_server.image_id(glance.glance(
+        'image-create-via-import', '--name', 'xva-' + method,
+        '--import-method', method, '--container-format', 'ova',
+        '--disk-format', 'raw', '--file', path).stdout)
+    _assert_xva_image(glance, image_id, vm_disks[0], 0, tmp_path)
+
+
+@pytest.mark.parametrize('method,compression', [
+    ('web-download', None), ('xen-ova', 'zstd'), ('web-download', 'gzip')])
+def test_xva_straight_from_the_xapi_export_url(glance, xapi_host, xva_vm,
+                                               tmp_path, method,
+                                               compression):
+    _path, uuid, vm_disks = xva_vm
+    served = len(xapi_host.requests)
+    uri = xapi_host.export_url(uuid, compression)
+    if method == 'web-download':
+        image_id = glance_server.image_id(glance.glance(
+            'image-create-via-import', '--name', 'xapi-export',
+            '--import-method', method, '--container-format', 'ova',
+            '--disk-format', 'raw', '--property', 'xen_import_disk=data',
+            '--uri', uri).stdout)
+    else:
+        # glanceclient only sends a uri with web-download, so this is REST.
+        status, _, image = glance.api('POST', '/v2/images', {
+            'name': 'xapi-export', 'container_format': 'ova',
+            'disk_format': 'raw', 'xen_import_disk': 'data'})
+        assert status == 201
+        image_id = image['id']
+        status, _, body = glance.api(
+            'POST', '/v2/images/%s/import' % image_id,
+            {'method': {'name': method, 'uri': uri}})
+        assert status == 202, body
+    _assert_xva_image(glance, image_id, vm_disks[1], 1, tmp_path)
+    # Glance fetched the export itself, once, with the session given.
+    assert xapi_host.requests[served:] == [dict(
+        session_id=xapi_host.session_id, uuid=uuid,
+        **({'use_compression': compression} if compression else {}))]
+
+
+def test_xapi_export_refused_by_the_host_fails_the_import(glance, xapi_host,
+                                                          xva_vm):
+    _path, uuid, _vm_disks = xva_vm
+    image_id = glance_server.image_id(glance.glance(
+        'image-create-via-import', '--name', 'xapi-bad-session',
+        '--import-method', 'web-download', '--container-format', 'ova',
+        '--disk-format', 'raw',
+        '--uri', xapi_host.export_url(uuid, session_id='OpaqueRef:old'))
+        .stdout)
+    image, task = glance.wait_for_import(image_id)
+    assert task['status'] == 'failure'
+    assert image['status'] == 'queued'
     assert glance.staged_files(image_id) == []
