@@ -163,11 +163,12 @@ def test_web_download_converts_on_the_receiving_node(
 
 # -- load ------------------------------------------------------------------
 
-def _load_jobs(disks):
-    """16 imports: three disk kinds, both nodes, both methods.
+def _load_jobs(disks, slow_disk):
+    """16 imports: four disk kinds, both nodes, both methods.
 
     Each is staged on either node and imported through the same or the
-    other one.
+    other one. Two are the 1 GiB disk, whose conversions last long enough
+    for others to run beside them.
     """
     kinds = ['dynamic', 'tap', 'fixed']
     jobs = []
@@ -175,7 +176,10 @@ def _load_jobs(disks):
         stage_on = 'ab'[number % 2]
         import_via = 'ab'[(number // 2) % 2]
         method = ('xen-ova', 'glance-direct')[(number // 4) % 2]
-        jobs.append((disks[kinds[number % 3]], stage_on, import_via, method))
+        disk = disks[kinds[number % 3]]
+        if number in (6, 9):   # one through each node, both forwarded
+            disk = slow_disk
+        jobs.append((disk, stage_on, import_via, method))
     return jobs
 
 
@@ -233,8 +237,9 @@ def _warm_up(cluster, disks):
     return sorted('%s/%d' % worker for worker in cold)
 
 
-def test_sixteen_imports_at_once_over_two_nodes(cluster, disks, tmp_path):
-    jobs = _load_jobs(disks)
+def test_sixteen_imports_at_once_over_two_nodes(cluster, disks, slow_disk,
+                                                tmp_path):
+    jobs = _load_jobs(disks, slow_disk)
     pids = cluster.a.worker_pids() + cluster.b.worker_pids()
     assert len(pids) == 4
     cold = _warm_up(cluster, disks)
