@@ -224,17 +224,20 @@ def _warm_up(cluster, disks):
     So the measured growth is the conversions', not the first loading of
     the converter's modules; returns the workers that stayed cold.
     """
-    cold = set()
-    for attempt in range(4):
-        cold = {(name, pid) for name, node in cluster.nodes.items()
-                for pid in node.worker_pids()
-                if pid not in workerstats.conversions(node.log_file)}
+    def cold_workers():
+        return sorted((name, pid) for name, node in cluster.nodes.items()
+                      for pid in node.worker_pids()
+                      if pid not in workerstats.conversions(node.log_file))
+
+    # The kernel hands each connection to one worker: a few rounds of two
+    # imports per cold worker reach them all in practice.
+    for _ in range(4):
+        cold = cold_workers()
         if not cold:
-            return []
-        jobs = [(disks['fixed'], name, name, 'xen-ova')
-                for name, _ in sorted(cold) for _ in range(2)]
-        _run_at_once(cluster, jobs)
-    return sorted('%s/%d' % worker for worker in cold)
+            break
+        _run_at_once(cluster, [(disks['fixed'], name, name, 'xen-ova')
+                               for name, _ in cold for _ in range(2)])
+    return ['%s/%d' % worker for worker in cold_workers()]
 
 
 def test_sixteen_imports_at_once_over_two_nodes(cluster, disks, slow_disk,
