@@ -20,6 +20,7 @@ import functools
 import http.server
 import importlib.util
 import os
+import random
 import shutil
 import threading
 
@@ -34,6 +35,10 @@ TOOLS = ('qemu-img', 'sfdisk', 'mkfs.ext4')
 # image_size_cap of the glance_faulty server: above the fixed disk (20 MiB)
 # and every OVA, below the dynamic disks (24 MiB).
 CAP = 22 * MiB
+# Big enough that converting it takes seconds, small enough to upload:
+# every 2 MiB VHD block is allocated but holds 4 KiB of data, and the
+# disk member is gzipped, so the OVA is a few MB and the RAW is sparse.
+SLOW_DISK_SIZE = 1024 * MiB
 
 
 def _require_environment():
@@ -70,6 +75,29 @@ class Disk(object):
                                    name=name).path
 
 
+class SlowDisk(object):
+    """A tool-made OVA whose conversion reads and hashes 1 GiB."""
+
+    def __init__(self, root):
+        base = os.path.join(root, 'slow')
+        self.raw = ovakit.make_raw_disk(base + '.src.raw', SLOW_DISK_SIZE,
+                                        table='mbr', seed=11).path
+        rnd = random.Random(11)
+        with open(self.raw, 'r+b') as f:
+            for offset in range(16 * MiB, SLOW_DISK_SIZE - 4 * MiB, 2 * MiB):
+                f.seek(offset + 64 * 1024)
+                f.write(rnd.randbytes(4096))
+        self.vhd = ovakit.xen_vhd(self.raw, base + '.vhd', creator='caml')
+        self.expected = ovakit.qemu_to_raw(self.vhd, base + '.expected.raw',
+                                           size_calc='current_size')
+        self.size = os.path.getsize(self.expected)
+        self.ova = ovakit.make_ova(
+            base + '.ova', [ovakit.OvaDisk(self.vhd, compression='Gzip')],
+            name='slow').path
+        # Only the OVA is needed from here on.
+        os.remove(self.vhd)
+
+
 @pytest.fixture(scope='session')
 def workdir(tmp_path_factory):
     return str(tmp_path_factory.mktemp('xenova'))
@@ -88,6 +116,14 @@ def disks(workdir):
         'fixed': Disk(root, 'fixed-guest', 'caml', subformat='fixed',
                       size=20 * MiB, seed=3),
     }
+
+
+@pytest.fixture(scope='session')
+def slow_disk(workdir, disks):
+    """Shared by the tests that kill a glance-api mid-conversion."""
+    root = os.path.join(workdir, 'slow')
+    os.makedirs(root)
+    return SlowDisk(root)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

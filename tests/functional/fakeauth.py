@@ -19,9 +19,28 @@ project), so the local test server puts this filter in front of Glance's
 
 import urllib.parse
 
+from keystoneauth1 import loading
+from oslo_config import cfg
 import webob.dec
 
 DEFAULTS = ('user', 'project', 'admin')
+AUTHTOKEN_GROUP = 'keystone_authtoken'
+
+
+def register_authtoken_options(conf=cfg.CONF):
+    """Register ``[keystone_authtoken]`` as keystonemiddleware would.
+
+    Glance reads ``auth_url`` there to proxy a distributed import to the
+    node that staged the image. keystonemiddleware's ``authtoken``
+    registers its options when imported and those of its ``auth_type``
+    plugin (``password``: ``auth_url``...) when it starts; without it in
+    the pipeline nobody would.
+    """
+    from keystonemiddleware import auth_token  # noqa: F401 (registers)
+    plugin = conf[AUTHTOKEN_GROUP].auth_type
+    if plugin:
+        conf.register_opts(loading.get_auth_plugin_conf_options(plugin),
+                           group=AUTHTOKEN_GROUP)
 
 
 class FakeAuth(object):
@@ -31,6 +50,7 @@ class FakeAuth(object):
 
     @classmethod
     def factory(cls, global_conf, **local_conf):
+        register_authtoken_options()
         return cls
 
     @webob.dec.wsgify

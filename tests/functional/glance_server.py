@@ -121,10 +121,10 @@ def table_value(output, name):
     return ''.join(value)
 
 
-def _listening_socket():
+def _listening_socket(port=0):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(('127.0.0.1', 0))
+    sock.bind(('127.0.0.1', port))
     sock.listen(64)
     sock.set_inheritable(True)
     return sock
@@ -181,11 +181,18 @@ class GlanceServer(object):
     :param xen_ova_options: extra ``[xen_ova]`` options
     :param default_options: extra ``[DEFAULT]`` options of glance-api.conf
     :param workers: gunicorn worker processes (each runs its own imports)
+    :param db_connection: a ``[database] connection`` URL instead of the
+        node's own sqlite file (several nodes may share it)
+    :param store_dir: the single file store's directory (several nodes
+        may share it); default ``<workdir>/images``
+    :param sections: extra ``{section: {option: value}}`` of
+        glance-api.conf
     """
 
     def __init__(self, workdir, multistore=False, web_download_port=None,
                  xen_ova_options=None, default_options=None,
-                 workers_threads=8, workers=1):
+                 workers_threads=8, workers=1, db_connection=None,
+                 store_dir=None, sections=None):
         self.workdir = os.path.abspath(workdir)
         self.multistore = multistore
         self.web_download_port = web_download_port
@@ -193,6 +200,10 @@ class GlanceServer(object):
         self.default_options = dict(default_options or {})
         self.threads = workers_threads
         self.workers = workers
+        self.db_connection = db_connection or 'sqlite:///%s' % os.path.join(
+            self.workdir, 'glance.sqlite')
+        self.store_dir = store_dir or os.path.join(self.workdir, 'images')
+        self.sections = dict(sections or {})
         self.etc = os.path.join(self.workdir, 'etc')
         self.staging_dir = os.path.join(self.workdir, 'staging')
         self.log_file = os.path.join(self.workdir, 'glance-api.log')
@@ -207,7 +218,7 @@ class GlanceServer(object):
         if self.multistore:
             return {name: os.path.join(self.workdir, 'stores', name)
                     for name in STORES}
-        return {'file': os.path.join(self.workdir, 'images')}
+        return {'file': self.store_dir}
 
     def _api_conf(self):
         stores = self.store_dirs()
@@ -229,8 +240,7 @@ class GlanceServer(object):
         lines += [
             '',
             '[database]',
-            'connection = sqlite:///%s' % os.path.join(self.workdir,
-                                                       'glance.sqlite'),
+            'connection = %s' % self.db_connection,
             '',
             '[paste_deploy]',
             'flavor = fakeauth',
@@ -257,6 +267,9 @@ class GlanceServer(object):
         else:
             lines += ['stores = file,http', 'default_store = file',
                       'filesystem_store_datadir = %s' % stores['file']]
+        for section, options in sorted(self.sections.items()):
+            lines += ['', '[%s]' % section]
+            lines += ['%s = %s' % kv for kv in sorted(options.items())]
         return '\n'.join(lines) + '\n'
 
     def _import_conf(self):
@@ -366,12 +379,14 @@ class GlanceServer(object):
             self.sock.close()
             self.sock = None
 
-    def kill(self):
+    def kill(self, release_port=False):
         """SIGKILL gunicorn and its workers at once, as a crash would.
 
         The listening socket stays open here, so ``restart`` serves the
         same URL: Glance records it on staged images
-        (``worker_self_reference_url``) and forwards to it.
+        (``worker_self_reference_url``) and forwards to it. With
+        ``release_port`` it is closed, so connections are refused as by a
+        dead host, and ``restart`` binds the same port again.
         """
         group = self.process.pid
         os.killpg(group, signal.SIGKILL)
@@ -384,9 +399,19 @@ class GlanceServer(object):
             if time.monotonic() > deadline:
                 raise GlanceError('glance-api workers outlived SIGKILL')
             time.sleep(0.05)
+        if release_port:
+            self.sock.close()
+            self.sock = None
+
+    def worker_pids(self):
+        """The gunicorn workers' process ids (the master excluded)."""
+        group = self.process.pid
+        return sorted(pid for pid in _live_members(group) if pid != group)
 
     def restart(self, timeout=120):
         """(Re)start on this configuration, database, staging and socket."""
+        if self.sock is None:
+            self.sock = _listening_socket(int(self.url.rsplit(':', 1)[1]))
         try:
             self._start(timeout)
         except BaseException:

@@ -24,7 +24,6 @@
 import concurrent.futures
 import filecmp
 import os
-import random
 import time
 
 import pytest
@@ -33,44 +32,8 @@ from tests.functional import conftest
 from tests.functional import glance_server
 from tests.functional.test_glance_import import assert_imported
 from tests.functional.test_glance_import import create_via_import
-from tests import ovakit
 
-MiB = ovakit.MiB
-# Big enough that converting it takes seconds, small enough to upload:
-# every 2 MiB VHD block is allocated but holds 4 KiB of data, and the
-# disk member is gzipped, so the OVA is a few MB and the RAW is sparse.
-SLOW_DISK_SIZE = 1024 * MiB
 WATCH_LIMIT = 120   # seconds; a guard against hanging, not an assertion
-
-
-class SlowDisk(object):
-    """A tool-made OVA whose conversion reads and hashes 1 GiB."""
-
-    def __init__(self, root):
-        base = os.path.join(root, 'slow')
-        self.raw = ovakit.make_raw_disk(base + '.src.raw', SLOW_DISK_SIZE,
-                                        table='mbr', seed=11).path
-        rnd = random.Random(11)
-        with open(self.raw, 'r+b') as f:
-            for offset in range(16 * MiB, SLOW_DISK_SIZE - 4 * MiB, 2 * MiB):
-                f.seek(offset + 64 * 1024)
-                f.write(rnd.randbytes(4096))
-        self.vhd = ovakit.xen_vhd(self.raw, base + '.vhd', creator='caml')
-        self.expected = ovakit.qemu_to_raw(self.vhd, base + '.expected.raw',
-                                           size_calc='current_size')
-        self.size = os.path.getsize(self.expected)
-        self.ova = ovakit.make_ova(
-            base + '.ova', [ovakit.OvaDisk(self.vhd, compression='Gzip')],
-            name='slow').path
-        # Only the OVA is needed from here on.
-        os.remove(self.vhd)
-
-
-@pytest.fixture(scope='module')
-def slow_disk(workdir, disks):
-    root = os.path.join(workdir, 'slow')
-    os.makedirs(root)
-    return SlowDisk(root)
 
 
 @pytest.fixture(scope='module')
