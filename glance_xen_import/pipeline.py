@@ -39,6 +39,16 @@ from glance_xen_import import sanitize
 # Read size on the input; large enough that per-call overhead vanishes.
 READ_SIZE = 4 << 20
 
+# The steps after the data is converted, as convert() tells on_step.
+STEP_INSPECT = 'inspect'
+STEP_FIX_WINDOWS = 'fix-windows'
+STEP_FIX_LINUX = 'fix-linux'
+STEP_REINSPECT = 'reinspect'
+
+
+def _no_step(name):
+    pass
+
 
 class _ProgressReader(object):
     """Count what is read from the input and tell ``progress`` about it."""
@@ -124,7 +134,7 @@ def _converter(writer, opts, directory):
 
 
 def convert(source, dest_path, opts=None, progress=None,
-            partial_prefix=None):
+            partial_prefix=None, on_step=None):
     """Convert the OVA ``source`` into a RAW image at ``dest_path``.
 
     The RAW is written, inspected and fixed under a temporary name in the
@@ -138,6 +148,8 @@ def convert(source, dest_path, opts=None, progress=None,
     :param progress: optional ``progress(done_bytes, total_bytes_or_None)``.
     :param partial_prefix: the temporary name, less a random suffix; by
         default ``.DEST.partial-`` beside DEST (raw.partial_prefix).
+    :param on_step: optional ``on_step(name)``, told when each step after
+        the conversion starts (STEP_INSPECT, STEP_FIX_WINDOWS, ...).
     :returns: a report.Report; its untrusted strings are sanitised in
         ``properties`` (sanitize.properties).
     :raises: exception.XenImportError with a one-line reason.
@@ -160,7 +172,7 @@ def convert(source, dest_path, opts=None, progress=None,
         info = package.disk_result
         writer.finish(info.current_size)
         report = _analyse(writer.path, package, info, writer.data_bytes,
-                          opts)
+                          opts, on_step or _no_step)
         report.properties = sanitize.properties(report.properties)
         raw.publish(writer.path, dest_path)
         return report
@@ -169,27 +181,32 @@ def convert(source, dest_path, opts=None, progress=None,
         raise
 
 
-def _fix_windows(dest_path, layout, guest, package_info, opts):
+def _fix_windows(dest_path, layout, guest, package_info, opts, on_step):
     """Apply the Windows fixup when allowed; return (guest, result)."""
     if (opts.windows_fixup != options_mod.FIXUP_AUTO
             or not fixup.needs_windows_fixup(guest)):
         return guest, None
+    on_step(STEP_FIX_WINDOWS)
     result = fixup.apply_windows_fixup(dest_path, layout, guest)
     if result.applied:
+        on_step(STEP_REINSPECT)
         # Decide the properties from the registry as it is now.
         guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
     return guest, result
 
 
-def _fix_linux(dest_path, layout, guest, package_info, bus, opts):
+def _fix_linux(dest_path, layout, guest, package_info, bus, opts,
+               on_step):
     """Apply the Linux fixup when allowed; return (guest, result)."""
     if (opts.linux_fixup != options_mod.FIXUP_AUTO
             or not linux_fixup.needs_linux_fixup(guest)):
         return guest, None
+    on_step(STEP_FIX_LINUX)
     result = linux_fixup.apply_linux_fixup(
         dest_path, layout, guest, bus,
         os.path.dirname(os.path.abspath(dest_path)))
     if result.applied:
+        on_step(STEP_REINSPECT)
         guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
     return guest, result
 
@@ -211,16 +228,18 @@ def _fixup_properties(properties, result):
         properties['xen_import_fixup_required'] = 'true'
 
 
-def _analyse(dest_path, package, info, allocated, opts):
+def _analyse(dest_path, package, info, allocated, opts, on_step):
+    on_step(STEP_INSPECT)
     with open(dest_path, 'rb') as image:
         layout = partitions.read_layout(image, info.current_size)
     package_info = report_mod.PackageInfo.from_package(package)
     guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
-    guest, fixed = _fix_windows(dest_path, layout, guest, package_info, opts)
+    guest, fixed = _fix_windows(dest_path, layout, guest, package_info, opts,
+                                on_step)
     properties = policy.decide(guest, layout, package_info, info.source_tag,
                                opts)
     guest, linux_fixed = _fix_linux(dest_path, layout, guest, package_info,
-                                    properties['hw_disk_bus'], opts)
+                                    properties['hw_disk_bus'], opts, on_step)
     if linux_fixed is not None:
         properties = policy.decide(guest, layout, package_info,
                                    info.source_tag, opts)
