@@ -177,11 +177,13 @@ class GlanceServer(object):
     :param xen_ova_options: extra ``[xen_ova]`` options
     :param default_options: extra ``[DEFAULT]`` options of glance-api.conf
     :param workers: gunicorn worker processes (each runs its own imports)
+    :param store_options: extra options of the store section(s), e.g.
+        ``filesystem_thin_provisioning``
     """
 
     def __init__(self, workdir, multistore=False, web_download_port=None,
                  xen_ova_options=None, default_options=None,
-                 workers_threads=8, workers=1):
+                 workers_threads=8, workers=1, store_options=None):
         self.workdir = os.path.abspath(workdir)
         self.multistore = multistore
         self.web_download_port = web_download_port
@@ -189,6 +191,7 @@ class GlanceServer(object):
         self.default_options = dict(default_options or {})
         self.threads = workers_threads
         self.workers = workers
+        self.store_options = dict(store_options or {})
         self.etc = os.path.join(self.workdir, 'etc')
         self.staging_dir = os.path.join(self.workdir, 'staging')
         self.log_file = os.path.join(self.workdir, 'glance-api.log')
@@ -244,6 +247,7 @@ class GlanceServer(object):
             for name, path in stores.items():
                 lines += ['', '[%s]' % name,
                           'filesystem_store_datadir = %s' % path]
+                lines += self._store_option_lines()
             for reserved, path in (
                     ('os_glance_staging_store', self.staging_dir),
                     ('os_glance_tasks_store',
@@ -253,7 +257,11 @@ class GlanceServer(object):
         else:
             lines += ['stores = file,http', 'default_store = file',
                       'filesystem_store_datadir = %s' % stores['file']]
+            lines += self._store_option_lines()
         return '\n'.join(lines) + '\n'
+
+    def _store_option_lines(self):
+        return ['%s = %s' % kv for kv in sorted(self.store_options.items())]
 
     def _import_conf(self):
         lines = ['[image_import_opts]', 'image_import_plugins = [xen_ova]']
