@@ -33,17 +33,12 @@ from glance_xen_import.formats import vhd
 from glance_xen_import import inspect as guest_inspect
 from glance_xen_import import options as options_mod
 from glance_xen_import import policy
+from glance_xen_import import progress_text
 from glance_xen_import import report as report_mod
 from glance_xen_import import sanitize
 
 # Read size on the input; large enough that per-call overhead vanishes.
 READ_SIZE = 4 << 20
-
-# The steps after the data is converted, as convert() tells on_step.
-STEP_INSPECT = 'inspect'
-STEP_FIX_WINDOWS = 'fix-windows'
-STEP_FIX_LINUX = 'fix-linux'
-STEP_REINSPECT = 'reinspect'
 
 
 def _no_step(name):
@@ -149,7 +144,7 @@ def convert(source, dest_path, opts=None, progress=None,
     :param partial_prefix: the temporary name, less a random suffix; by
         default ``.DEST.partial-`` beside DEST (raw.partial_prefix).
     :param on_step: optional ``on_step(name)``, told when each step after
-        the conversion starts (STEP_INSPECT, STEP_FIX_WINDOWS, ...).
+        the conversion starts (progress_text.STEP_*).
     :returns: a report.Report; its untrusted strings are sanitised in
         ``properties`` (sanitize.properties).
     :raises: exception.XenImportError with a one-line reason.
@@ -186,10 +181,10 @@ def _fix_windows(dest_path, layout, guest, package_info, opts, on_step):
     if (opts.windows_fixup != options_mod.FIXUP_AUTO
             or not fixup.needs_windows_fixup(guest)):
         return guest, None
-    on_step(STEP_FIX_WINDOWS)
+    on_step(progress_text.STEP_FIX_WINDOWS)
     result = fixup.apply_windows_fixup(dest_path, layout, guest)
     if result.applied:
-        on_step(STEP_REINSPECT)
+        on_step(progress_text.STEP_REINSPECT)
         # Decide the properties from the registry as it is now.
         guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
     return guest, result
@@ -201,12 +196,12 @@ def _fix_linux(dest_path, layout, guest, package_info, bus, opts,
     if (opts.linux_fixup != options_mod.FIXUP_AUTO
             or not linux_fixup.needs_linux_fixup(guest)):
         return guest, None
-    on_step(STEP_FIX_LINUX)
+    on_step(progress_text.STEP_FIX_LINUX)
     result = linux_fixup.apply_linux_fixup(
         dest_path, layout, guest, bus,
         os.path.dirname(os.path.abspath(dest_path)))
     if result.applied:
-        on_step(STEP_REINSPECT)
+        on_step(progress_text.STEP_REINSPECT)
         guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
     return guest, result
 
@@ -229,7 +224,7 @@ def _fixup_properties(properties, result):
 
 
 def _analyse(dest_path, package, info, allocated, opts, on_step):
-    on_step(STEP_INSPECT)
+    on_step(progress_text.STEP_INSPECT)
     with open(dest_path, 'rb') as image:
         layout = partitions.read_layout(image, info.current_size)
     package_info = report_mod.PackageInfo.from_package(package)

@@ -28,44 +28,11 @@ import time
 
 from oslo_log import log as logging
 
+from glance_xen_import import progress_text
+
 LOG = logging.getLogger(__name__)
 
-MB = 1000 * 1000
-KiB = 1024
 PREFIX = 'xen-ova: '
-
-# The pipeline's steps after the data is converted (pipeline.STEP_*).
-STEP_TEXT = {
-    'inspect': 'inspecting the guest',
-    'fix-windows': 'fixing the Windows guest for KVM',
-    'fix-linux': 'fixing the Linux guest for KVM',
-    'reinspect': 'inspecting the fixed guest',
-}
-
-
-def unit_for(size):
-    """The binary unit (name, bytes) that suits ``size``."""
-    for name, factor in (('TiB', KiB ** 4), ('GiB', KiB ** 3),
-                         ('MiB', KiB ** 2), ('KiB', KiB)):
-        if size >= factor:
-            return name, factor
-    return 'B', 1
-
-
-def human(size):
-    name, factor = unit_for(size)
-    return '%.1f %s' % (size / factor, name)
-
-
-def describe(done, total, seconds):
-    """The progress line: bytes read, percent when known, and the rate."""
-    rate = done / seconds / MB if seconds > 0 else 0.0
-    if total:
-        # One unit for both figures, so successive lines compare.
-        name, factor = unit_for(total)
-        return 'converting, %.1f of %.1f %s read (%d%%), %.0f MB/s' % (
-            done / factor, total / factor, name, done * 100 // total, rate)
-    return 'converting, %s read, %.0f MB/s' % (human(done), rate)
 
 
 class TaskMessage(object):
@@ -125,17 +92,16 @@ class ConversionProgress(object):
         if now - self.last < self.interval:
             return
         self.last = now
-        text = describe(done, total, now - self.started)
+        text = progress_text.describe(done, total, now - self.started)
         LOG.info('xen-ova import of image %s: %s', self.image_id, text)
         self.message.write(text)
 
     def step(self, name):
-        text = STEP_TEXT.get(name, name)
+        text = progress_text.STEP_TEXT.get(name, name)
         LOG.info('xen-ova import of image %s: %s', self.image_id, text)
         self.message.write(text)
 
     def summary(self):
         elapsed = self.clock() - self.started
-        rate = self.done / elapsed / MB if elapsed > 0 else 0.0
-        return 'read %d bytes in %.1f s, %.1f MB/s' % (self.done, elapsed,
-                                                       rate)
+        return 'read %d bytes in %.1f s, %.1f MB/s' % (
+            self.done, elapsed, progress_text.rate(self.done, elapsed))

@@ -43,6 +43,7 @@ from glance_xen_import import exception
 from glance_xen_import.glance import middleware
 from glance_xen_import.glance import progress as progress_mod
 from glance_xen_import.glance import staging
+from glance_xen_import import progress_text
 from glance_xen_import import sanitize
 
 LOG = logging.getLogger(__name__)
@@ -191,9 +192,9 @@ class ConvertOva(task.Task):
                  progress.summary(), report.virtual_size,
                  report.allocated_bytes)
         message.write('converted, %s of data in a %s RAW; uploading it to '
-                      'the store' % (progress_mod.human(
-                          report.allocated_bytes),
-                          progress_mod.human(report.virtual_size)))
+                      'the store' % (
+                          progress_text.human(report.allocated_bytes),
+                          progress_text.human(report.virtual_size)))
         return {
             'path': self.dest_path,
             'size': size,

@@ -22,6 +22,7 @@ import logging
 import pytest
 
 from glance_xen_import.glance import progress
+from glance_xen_import import progress_text
 from tests.unit import test_glance_plugin as plugin_tests
 
 GiB = 1024 ** 3
@@ -110,9 +111,9 @@ def test_unknown_total_gives_bytes_and_rate():
 
 
 def test_units_follow_the_total():
-    assert progress.describe(512 * 1024 ** 3, 1024 ** 4, 10) == (
+    assert progress_text.describe(512 * 1024 ** 3, 1024 ** 4, 10) == (
         'converting, 0.5 of 1.0 TiB read (50%), 54976 MB/s')
-    assert progress.describe(100, 1000, 0) == (
+    assert progress_text.describe(100, 1000, 0) == (
         'converting, 100.0 of 1000.0 B read (10%), 0 MB/s')
 
 
