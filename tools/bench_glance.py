@@ -43,6 +43,7 @@ status is non-zero only on errors.
 import argparse
 import contextlib
 import os
+import resource
 import shlex
 import shutil
 import socket
@@ -154,6 +155,8 @@ class Result(object):
     def __init__(self, label):
         self.label = label
         self.seconds = []
+        self.cpu = []            # CPU seconds: the clients plus glance-api
+        self.first = []          # seconds to the end of the first phase
         self.sent = None
         self.hash = None
         self.stored = None       # (size, allocated) of the store's file
@@ -162,6 +165,37 @@ class Result(object):
     @property
     def median(self):
         return statistics.median(self.seconds)
+
+    @property
+    def cpu_median(self):
+        return statistics.median(self.cpu)
+
+    @property
+    def phases(self):
+        """Median (first phase, the rest) in seconds."""
+        first = statistics.median(self.first)
+        return first, self.median - first
+
+
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu(server):
+    """CPU seconds glance-api's processes (one process group) have used."""
+    ticks = os.sysconf('SC_CLK_TCK')
+    total = 0
+    for pid in glance_server._live_members(server.process.pid):
+        try:
+            with open('/proc/%d/stat' % pid) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(')') + 2:].split()
+        # utime, stime, cutime, cstime: fields 14-17 of proc(5).
+        total += sum(int(v) for v in fields[11:15])
+    return total / ticks
 
 
 def store_file(server, image_id):
@@ -179,7 +213,10 @@ def wait_active(server, image_id):
     return image
 
 
-def seed_way(server, ova, vhd_name, scratch):
+# Each variant marks the end of its first phase: (a) the local conversion,
+# (b) the upload to the staging area (and the import call), (c) nothing.
+
+def seed_way(server, ova, vhd_name, scratch, marks):
     """tar xf + qemu-img convert + glance image-create --file RAW."""
     extract = os.path.join(scratch, 'extract')
     os.mkdir(extract)
@@ -188,6 +225,7 @@ def seed_way(server, ova, vhd_name, scratch):
     subprocess.run(['qemu-img', 'convert', '-f', 'vpc', '-O', 'raw',
                     os.path.join(extract, vhd_name), raw], check=True)
     shutil.rmtree(extract)
+    marks.append(time.perf_counter())
     out = server.glance('image-create', '--name', 'seed', '--disk-format',
                         'raw', '--container-format', 'bare', '--file', raw,
                         timeout=3600).stdout
@@ -195,15 +233,17 @@ def seed_way(server, ova, vhd_name, scratch):
     return glance_server.image_id(out)
 
 
-def ours(server, ova):
+def ours(server, ova, marks):
     out = server.glance('image-create-via-import', '--name', 'ours',
                         '--import-method', 'xen-ova', '--disk-format',
                         'raw', '--container-format', 'bare', '--file', ova,
                         timeout=3600).stdout
+    marks.append(time.perf_counter())
     return glance_server.image_id(out)
 
 
-def direct(server, raw):
+def direct(server, raw, marks):
+    marks.append(time.perf_counter())
     out = server.glance('image-create', '--name', 'direct', '--disk-format',
                         'raw', '--container-format', 'bare', '--file', raw,
                         timeout=3600).stdout
@@ -216,10 +256,14 @@ def timed(result, server, proxy, run):
     if proxy:
         proxy.sent = 0
     with clients_through(server, url):
+        cpu = children_cpu() + server_cpu(server)
         start = time.perf_counter()
-        image_id = run()
+        marks = []
+        image_id = run(marks)
         image = wait_active(server, image_id)
         result.seconds.append(time.perf_counter() - start)
+        result.first.append(marks[0] - start)
+        result.cpu.append(children_cpu() + server_cpu(server) - cpu)
     if proxy:
         result.sent = proxy.sent
     result.load = os.getloadavg()[0]
@@ -237,9 +281,10 @@ def run_variants(server, disk, scratch, proxy, runs, which):
     labels = {'a': '(a) tar + qemu-img + image-create',
               'b': '(b) ours: --import-method xen-ova',
               'c': '(c) image-create of a ready RAW'}
-    plans = {'a': lambda: seed_way(server, disk.ova, disk.vhd_name, scratch),
-             'b': lambda: ours(server, disk.ova),
-             'c': lambda: direct(server, disk.converted)}
+    plans = {'a': lambda marks: seed_way(server, disk.ova, disk.vhd_name,
+                                         scratch, marks),
+             'b': lambda marks: ours(server, disk.ova, marks),
+             'c': lambda marks: direct(server, disk.converted, marks)}
     results = [Result(labels[key]) for key in which]
     for _ in range(runs):
         for key, result in zip(which, results):
@@ -272,33 +317,51 @@ class Disk(object):
 def print_table(title, results):
     print()
     print(title)
-    print('  %-36s %8s %8s %12s %12s %11s %6s' % (
-        'variant', 'median', 'runs', 'sent', 'stored size',
+    print('  %-36s %7s %-15s %7s %10s %10s %10s %5s' % (
+        'variant', 'median', ' (runs)', 'CPU', 'sent', 'stored',
         'allocated', 'load'))
     for r in results:
-        print('  %-36s %7.1fs %8s %12s %12s %11s %6.2f' % (
-            r.label, r.median, '/'.join('%.1f' % s for s in r.seconds),
+        print('  %-36s %6.1fs %-15s %6.1fs %10s %10s %10s %5.2f' % (
+            r.label, r.median,
+            '(%s)' % ' '.join('%.1f' % s for s in r.seconds), r.cpu_median,
             '-' if r.sent is None else bench.human(r.sent),
             bench.human(r.stored[0]),
             bench.human(r.stored[1]), r.load))
 
 
-def crossover(loop, link, rate):
-    """Link speed below which (b) beats (a), from a model of the runs.
+def model(loop, sent):
+    """Seconds each variant would take on a link of ``speed`` bytes/s.
 
-    Each variant's time is taken as fixed work (its loopback time) plus
-    the bytes it sends over the link; with (a) sending the whole RAW and
-    (b) only the OVA, (b) wins once the link makes up for its slower
-    fixed work. Returns bytes/s, or None when (b) already wins anywhere.
+    From the loopback phases: (a) converts locally, then uploads the RAW,
+    which Glance hashes and writes as it arrives, so the upload takes the
+    longer of the transfer and its loopback time; (b) uploads the OVA to
+    the staging area, and only then converts and copies to the store;
+    (c) is (a)'s upload alone. ``sent``: bytes each sends.
     """
-    seed, ours_ = loop[0], loop[1]
-    fixed_gap = ours_.median - seed.median
-    bytes_gap = link[0].sent - link[1].sent
-    if fixed_gap <= 0:
-        return None
-    if bytes_gap <= 0:
+    (prep_a, up_a), (stage_b, rest_b), (_, up_c) = [r.phases for r in loop]
+    sent_a, sent_b, sent_c = sent
+    return [
+        lambda speed: prep_a + max(sent_a / speed, up_a),
+        lambda speed: max(sent_b / speed, stage_b) + rest_b,
+        lambda speed: max(sent_c / speed, up_c),
+    ]
+
+
+def crossover(times, low=1e6, high=1e11):
+    """The link speed (bytes/s) below which (b) beats (a), or None.
+
+    Scans speeds from ``high`` down; 0 if (b) wins at every speed tried,
+    None if it never does.
+    """
+    seed, ours_ = times[0], times[1]
+    speed = high
+    if ours_(speed) <= seed(speed):
         return 0
-    return bytes_gap / fixed_gap
+    while speed > low:
+        speed /= 1.02
+        if ours_(speed) <= seed(speed):
+            return speed
+    return None
 
 
 def print_summary(disk, loop, link, thin, rate):
@@ -309,31 +372,42 @@ def print_summary(disk, loop, link, thin, rate):
     print('  %-58s %10s   %s' % (
         '(b) no slower than (a) on loopback (%.1fs)' % seed.median,
         '%.1fs' % ours_.median, 'PASS' if ok else 'MISS'))
+    print('  (for context: CPU seconds, clients + glance-api, (a) %.1fs, '
+          '(b) %.1fs, (c) %.1fs; they do not depend on the other load)'
+          % (seed.cpu_median, ours_.cpu_median, loop[2].cpu_median))
     print()
     print('crossover')
-    speed = crossover(loop, link, rate)
-    if speed is None:
-        print('  (b) is faster than (a) even on loopback')
-    elif speed == 0:
-        print('  (b) sends no fewer bytes than (a): no crossover')
+    times = model(loop, [r.sent for r in link])
+    for plain, slow, predict in zip(loop, link, times):
+        first, rest = plain.phases
+        print('  %-36s phases on loopback %.1fs + %.1fs; at %.0f Mbit/s '
+              'the model gives %.1fs, measured %.1fs' % (
+                  plain.label, first, rest, rate * 8 / 1e6,
+                  predict(rate), slow.median))
+    speed = crossover(times)
+    if speed == 0:
+        print('  model: (b) is faster than (a) at any link speed')
+    elif speed is None:
+        print('  model: (b) is slower than (a) at any link speed')
     else:
-        print('  model: time = loopback time + bytes sent / link speed; '
-              '(b) beats (a) below about %.0f Mbit/s (%.0f MB/s)' % (
-                  speed * 8 / 1e6, speed / MB))
-    print('  bytes (a) sends: the whole RAW, %s (virtual size); (b): the '
-          'OVA, %s (the VHD\'s allocated blocks, %s, plus metadata). The '
-          'sparser the disk, the larger the gap and the faster the link '
-          'at which (b) wins.' % (
-              bench.human(link[0].sent), bench.human(link[1].sent),
-              bench.human(disk.allocated)))
+        print('  model: (b) beats (a) on links slower than about %.0f '
+              'Mbit/s (%.0f MB/s)' % (speed * 8 / 1e6, speed / MB))
+    print('  (a) sends the whole RAW, %s (the virtual size, zeros '
+          'included); (b) the OVA, %s (the VHD\'s allocated blocks, %s, '
+          'and metadata). On a link-bound path (b) wins once (virtual - '
+          'allocated) / link speed exceeds its extra work in glance-api, '
+          'so the sparser the disk, the faster the link at which it wins.'
+          % (bench.human(link[0].sent), bench.human(link[1].sent),
+             bench.human(disk.allocated)))
     if thin:
         print()
         print('thin provisioning (filesystem_thin_provisioning = True)')
         for plain, lean in zip(loop[1:], thin):
-            print('  %-36s store allocation %s -> %s, time %.1fs -> %.1fs'
+            print('  %-36s store allocation %s -> %s, time %.1fs -> %.1fs, '
+                  'CPU %.1fs -> %.1fs'
                   % (plain.label, bench.human(plain.stored[1]),
                      bench.human(lean.stored[1]), plain.median,
-                     lean.median))
+                     lean.median, plain.cpu_median, lean.cpu_median))
 
 
 def start_server(workdir, name, store_options=None):
