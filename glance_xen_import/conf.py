@@ -91,10 +91,14 @@ xen_ova_opts = [
                     'xen_import_disk property. A Glance image holds one '
                     'disk; a chosen disk is always imported.'),
     cfg.IntOpt('progress_interval',
-               default=10,
+               default=5,
                min=1,
-               help='Seconds between progress lines (bytes, percent, MB/s) '
-                    'in the log while an OVA converts.'),
+               help='Seconds between progress reports (bytes, percent, '
+                    'MB/s) while an OVA converts: a line in the log and the '
+                    'message of the import task, which users see with '
+                    'GET /v2/images/{id}/tasks. Each report also keeps the '
+                    'task fresh, so the import lock of a long conversion '
+                    'never expires.'),
 ]
 
 

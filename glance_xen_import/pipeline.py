@@ -35,12 +35,17 @@ from glance_xen_import.formats import xva
 from glance_xen_import import inspect as guest_inspect
 from glance_xen_import import options as options_mod
 from glance_xen_import import policy
+from glance_xen_import import progress_text
 from glance_xen_import import report as report_mod
 from glance_xen_import import sanitize
 from glance_xen_import import selection
 
 # Read size on the input; large enough that per-call overhead vanishes.
 READ_SIZE = 4 << 20
+
+
+def _no_step(name):
+    pass
 
 
 class _ProgressReader(object):
@@ -202,9 +207,10 @@ def _read(source, targets, opts, directory, progress):
             max_disk_size=opts.max_virtual_size)
 
 
-def _convert(source, place, opts, progress, directory):
+def _convert(source, place, opts, progress, directory, on_step):
     """Convert the disks ``place`` chooses; [(dest_path, Report)]."""
     opts = opts or options_mod.Options()
+    on_step = on_step or _no_step
     targets = _Targets(place, opts)
     try:
         package = _read(source, targets, opts, directory, progress)
@@ -217,7 +223,8 @@ def _convert(source, place, opts, progress, directory):
             info = results[id(disk.record)]
             writer.finish(info.current_size)
             report = _analyse(writer.path, package_info, disk,
-                              targets.disks, info, writer.data_bytes, opts)
+                              targets.disks, info, writer.data_bytes, opts,
+                              on_step)
             report.properties = sanitize.properties(report.properties)
             done.append((dest_path, writer, report))
         for dest_path, writer, _report in done:
@@ -229,7 +236,7 @@ def _convert(source, place, opts, progress, directory):
 
 
 def convert(source, dest_path, opts=None, progress=None,
-            partial_prefix=None):
+            partial_prefix=None, on_step=None):
     """Convert one disk of the package ``source`` into a RAW at ``dest_path``.
 
     The disk is the one ``opts.disk`` names (selection.choose), by default
@@ -244,6 +251,8 @@ def convert(source, dest_path, opts=None, progress=None,
     :param progress: optional ``progress(done_bytes, total_bytes_or_None)``.
     :param partial_prefix: the temporary name, less a random suffix; by
         default ``.DEST.partial-`` beside DEST (raw.partial_prefix).
+    :param on_step: optional ``on_step(name)``, told when each step after
+        the conversion starts (progress_text.STEP_*).
     :returns: a report.Report; its untrusted strings are sanitised in
         ``properties`` (sanitize.properties).
     :raises: exception.XenImportError with a one-line reason.
@@ -258,7 +267,8 @@ def convert(source, dest_path, opts=None, progress=None,
                  partial_prefix)]
 
     directory = os.path.dirname(os.path.abspath(dest_path))
-    return _convert(source, place, opts, progress, directory)[0][1]
+    return _convert(source, place, opts, progress, directory,
+                    on_step)[0][1]
 
 
 def disk_file_name(disk):
@@ -266,7 +276,7 @@ def disk_file_name(disk):
     return 'disk-%d.raw' % disk.position
 
 
-def convert_all(source, dest_dir, opts=None, progress=None):
+def convert_all(source, dest_dir, opts=None, progress=None, on_step=None):
     """Convert every disk of the package in one pass.
 
     Each disk becomes ``dest_dir/disk-<position>.raw`` (disk_file_name),
@@ -285,30 +295,35 @@ def convert_all(source, dest_dir, opts=None, progress=None):
             out.append((disk, dest_path, None))
         return out
 
-    return _convert(source, place, opts, progress, dest_dir)
+    return _convert(source, place, opts, progress, dest_dir, on_step)
 
 
-def _fix_windows(dest_path, layout, guest, package_info, opts):
+def _fix_windows(dest_path, layout, guest, package_info, opts, on_step):
     """Apply the Windows fixup when allowed; return (guest, result)."""
     if (opts.windows_fixup != options_mod.FIXUP_AUTO
             or not fixup.needs_windows_fixup(guest)):
         return guest, None
+    on_step(progress_text.STEP_FIX_WINDOWS)
     result = fixup.apply_windows_fixup(dest_path, layout, guest)
     if result.applied:
+        on_step(progress_text.STEP_REINSPECT)
         # Decide the properties from the registry as it is now.
         guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
     return guest, result
 
 
-def _fix_linux(dest_path, layout, guest, package_info, bus, opts):
+def _fix_linux(dest_path, layout, guest, package_info, bus, opts,
+               on_step):
     """Apply the Linux fixup when allowed; return (guest, result)."""
     if (opts.linux_fixup != options_mod.FIXUP_AUTO
             or not linux_fixup.needs_linux_fixup(guest)):
         return guest, None
+    on_step(progress_text.STEP_FIX_LINUX)
     result = linux_fixup.apply_linux_fixup(
         dest_path, layout, guest, bus,
         os.path.dirname(os.path.abspath(dest_path)))
     if result.applied:
+        on_step(progress_text.STEP_REINSPECT)
         guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
     return guest, result
 
@@ -360,14 +375,16 @@ def _read_layout(dest_path, size, disk):
 
 
 def _analyse(dest_path, package_info, disk, vm_disks, info, allocated,
-             opts):
+             opts, on_step):
+    on_step(progress_text.STEP_INSPECT)
     layout = _read_layout(dest_path, info.current_size, disk)
     guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
-    guest, fixed = _fix_windows(dest_path, layout, guest, package_info, opts)
+    guest, fixed = _fix_windows(dest_path, layout, guest, package_info, opts,
+                                on_step)
     properties = policy.decide(guest, layout, package_info, info.source_tag,
                                opts)
     guest, linux_fixed = _fix_linux(dest_path, layout, guest, package_info,
-                                    properties['hw_disk_bus'], opts)
+                                    properties['hw_disk_bus'], opts, on_step)
     if linux_fixed is not None:
         properties = policy.decide(guest, layout, package_info,
                                    info.source_tag, opts)

@@ -35,6 +35,7 @@ import time
 from glance_xen_import import exception
 from glance_xen_import import options
 from glance_xen_import import pipeline
+from glance_xen_import import progress_text
 from glance_xen_import import sanitize
 
 PROG = 'glance-xen-import'
@@ -60,41 +61,68 @@ def _on_stop_signal(signum, frame):
 
 
 class ProgressBar(object):
-    """A one-line progress display on a terminal, at most 10 updates/s."""
+    """A progress display on a terminal, at most 10 updates/s.
 
-    def __init__(self, out):
+    Each update rewrites the bar's line (carriage return, then erase to its
+    end); the steps after the conversion follow on lines of their own, and
+    the bar is left showing the last figures it was given.
+    """
+
+    WIDTH = 30
+    ERASE_TO_END = '\x1b[K'
+
+    def __init__(self, out, clock=time.monotonic):
         self._out = out
-        self._start = time.monotonic()
-        self._last = 0.0
+        self._clock = clock
+        self._start = clock()
+        self._last = None
+        self._latest = None     # (done, total, time) of the last update
+        self._shown = None      # the update the bar shows
+        self._drawn = False
 
     def __call__(self, done, total):
-        now = time.monotonic()
-        if now - self._last < 0.1 and done != total:
+        now = self._clock()
+        self._latest = (done, total, now)
+        if self._last is not None and now - self._last < 0.1 and (
+                done != total):
             return
         self._last = now
-        rate = done / max(now - self._start, 1e-6) / 1e6
-        if total:
-            width = 30
-            filled = int(width * done / total)
-            line = '[%s%s] %3d%% %s / %s  %.0f MB/s' % (
-                '#' * filled, '.' * (width - filled), 100 * done // total,
-                _human(done), _human(total), rate)
-        else:
-            line = '%s  %.0f MB/s' % (_human(done), rate)
-        self._out.write('\r' + line)
-        self._out.flush()
+        self._draw_bar()
+
+    def step(self, name):
+        """A step after the conversion (pipeline's on_step)."""
+        self._finish_line()
+        self._draw(progress_text.STEP_TEXT.get(name, name) + '...')
 
     def close(self):
-        self._out.write('\n')
+        """End the last line, if anything was drawn."""
+        self._finish_line()
+
+    def _finish_line(self):
+        if self._latest != self._shown:
+            self._draw_bar()
+        if self._drawn:
+            self._out.write('\n')
+            self._out.flush()
+            self._drawn = False
+
+    def _draw_bar(self):
+        done, total, now = self._shown = self._latest
+        rate = progress_text.rate(done, now - self._start)
+        if total:
+            filled = min(self.WIDTH, self.WIDTH * done // total)
+            line = '[%s%s] %3d%% %s / %s  %.0f MB/s' % (
+                '#' * filled, '.' * (self.WIDTH - filled),
+                100 * done // total, progress_text.human(done),
+                progress_text.human(total), rate)
+        else:
+            line = '%s  %.0f MB/s' % (progress_text.human(done), rate)
+        self._draw(line)
+
+    def _draw(self, line):
+        self._out.write('\r' + line + self.ERASE_TO_END)
         self._out.flush()
-
-
-def _human(size):
-    for unit in ('B', 'KiB', 'MiB', 'GiB'):
-        if size < 1024:
-            return '%.1f %s' % (size, unit) if unit != 'B' else '%d B' % size
-        size /= 1024.0
-    return '%.1f TiB' % size
+        self._drawn = True
 
 
 def _parser():
@@ -182,11 +210,12 @@ def _run(args, dest):
         progress = ProgressBar(sys.stderr)
     source = sys.stdin.buffer if args.source == '-' else args.source
     try:
+        on_step = progress and progress.step
         if getattr(args, 'all_disks', None):
             return pipeline.convert_all(source, dest, _options(args),
-                                        progress)
+                                        progress, on_step=on_step)
         return [(dest, pipeline.convert(source, dest, _options(args),
-                                        progress))]
+                                        progress, on_step=on_step))]
     finally:
         if progress is not None:
             progress.close()

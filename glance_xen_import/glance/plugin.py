@@ -64,18 +64,22 @@ def get_flow(**kwargs):
     :param action_wrapper: Glance's ``ImportActionWrapper`` for the image
     :param import_req: the body of the import request
     :param backend: list of the stores the image goes to
+    :param task_repo: Glance's task repository, where the conversion
+        writes its progress into the task's message
     """
     task_id = kwargs.get('task_id')
     task_type = kwargs.get('task_type')
     action_wrapper = kwargs.get('action_wrapper')
     import_req = kwargs.get('import_req')
     stores = kwargs.get('backend', [None])
+    task_repo = kwargs.get('task_repo')
 
     opts = pipeline_options()
     interval = CONF[conf.GROUP].progress_interval
     return lf.Flow(task_type).add(
         tasks.CaptureImage(task_id, task_type, action_wrapper, import_req,
                            stores),
-        tasks.ConvertOva(task_id, task_type, action_wrapper, opts, interval),
+        tasks.ConvertOva(task_id, task_type, action_wrapper, opts, interval,
+                         task_repo),
         tasks.PublishRaw(task_id, task_type, action_wrapper),
     )

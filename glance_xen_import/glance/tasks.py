@@ -35,7 +35,6 @@ be imported must instead fail the import with a message that says so.
 
 import dataclasses
 import os
-import time
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -43,7 +42,9 @@ from taskflow import task
 
 from glance_xen_import import exception
 from glance_xen_import.glance import middleware
+from glance_xen_import.glance import progress as progress_mod
 from glance_xen_import.glance import staging
+from glance_xen_import import progress_text
 from glance_xen_import import sanitize
 from glance_xen_import import selection
 
@@ -57,8 +58,6 @@ STAGING_STORE = 'os_glance_staging_store'
 OVA_CONTAINER = 'ova'
 # Glance's own bookkeeping properties; never snapshot or restore them.
 RESERVED_PREFIX = 'os_glance'
-
-MB = 1000 * 1000
 
 
 def upload_error(message):
@@ -86,42 +85,6 @@ def wants_conversion(import_req, container_format):
 def _user_properties(properties):
     return {key: value for key, value in properties.items()
             if not key.startswith(RESERVED_PREFIX)}
-
-
-class ProgressLog(object):
-    """pipeline progress callback that logs at most every ``interval`` s."""
-
-    def __init__(self, image_id, interval, clock=time.monotonic):
-        self.image_id = image_id
-        self.interval = interval
-        self.clock = clock
-        self.started = clock()
-        self.last = self.started
-        self.done = 0
-        self.total = None
-
-    def __call__(self, done, total):
-        self.done, self.total = done, total
-        now = self.clock()
-        if now - self.last < self.interval:
-            return
-        self.last = now
-        LOG.info('xen-ova import of image %s: %s', self.image_id,
-                 self.describe(done, total, now))
-
-    def describe(self, done, total, now=None):
-        elapsed = (self.clock() if now is None else now) - self.started
-        rate = done / elapsed / MB if elapsed > 0 else 0.0
-        if total:
-            return '%d of %d bytes (%d%%), %.1f MB/s' % (
-                done, total, done * 100 // total, rate)
-        return '%d bytes, %.1f MB/s' % (done, rate)
-
-    def summary(self):
-        elapsed = self.clock() - self.started
-        rate = self.done / elapsed / MB if elapsed > 0 else 0.0
-        return 'read %d bytes in %.1f s, %.1f MB/s' % (self.done, elapsed,
-                                                       rate)
 
 
 class CaptureImage(task.Task):
@@ -170,10 +133,12 @@ class ConvertOva(task.Task):
     default_provides = 'xen_ova_result'
 
     def __init__(self, task_id, task_type, action_wrapper, opts,
-                 progress_interval):
+                 progress_interval, task_repo=None):
+        self.task_id = task_id
         self.action_wrapper = action_wrapper
         self.opts = opts
         self.progress_interval = progress_interval
+        self.task_repo = task_repo
         self.src_uri = None
         self.src_path = None
         self.dest_path = None
@@ -206,13 +171,17 @@ class ConvertOva(task.Task):
         opts = dataclasses.replace(
             self.opts, disk=xen_ova_original['properties'].get(
                 selection.PROPERTY) or None)
-        progress = ProgressLog(image_id, self.progress_interval)
+        message = progress_mod.TaskMessage(self.task_repo, self.task_id,
+                                           image_id)
+        progress = progress_mod.ConversionProgress(message,
+                                                   self.progress_interval)
         LOG.info('xen-ova import of image %s: converting the OVA',
                  image_id)
+        message.write('converting the OVA')
         try:
             report = pipeline.convert(
                 self.src_path, self.dest_path, opts=opts,
-                progress=progress,
+                progress=progress, on_step=progress.step,
                 partial_prefix=staging.partial_prefix(staging_dir, image_id))
         except exception.XenImportError as exc:
             reason = sanitize.line(exc)
@@ -229,6 +198,10 @@ class ConvertOva(task.Task):
                  sanitize.text(report.source),
                  progress.summary(), report.virtual_size,
                  report.allocated_bytes)
+        message.write('converted, %s of data in a %s RAW; uploading it to '
+                      'the store' % (
+                          progress_text.human(report.allocated_bytes),
+                          progress_text.human(report.virtual_size)))
         return {
             'path': self.dest_path,
             'size': size,

@@ -78,13 +78,13 @@ class Disk(object):
 class SlowDisk(object):
     """A tool-made OVA whose conversion reads and hashes 1 GiB."""
 
-    def __init__(self, root):
-        base = os.path.join(root, 'slow')
-        self.raw = ovakit.make_raw_disk(base + '.src.raw', SLOW_DISK_SIZE,
+    def __init__(self, root, size=SLOW_DISK_SIZE, name='slow'):
+        base = os.path.join(root, name)
+        self.raw = ovakit.make_raw_disk(base + '.src.raw', size,
                                         table='mbr', seed=11).path
         rnd = random.Random(11)
         with open(self.raw, 'r+b') as f:
-            for offset in range(16 * MiB, SLOW_DISK_SIZE - 4 * MiB, 2 * MiB):
+            for offset in range(16 * MiB, size - 4 * MiB, 2 * MiB):
                 f.seek(offset + 64 * 1024)
                 f.write(rnd.randbytes(4096))
         self.vhd = ovakit.xen_vhd(self.raw, base + '.vhd', creator='caml')
@@ -93,7 +93,7 @@ class SlowDisk(object):
         self.size = os.path.getsize(self.expected)
         self.ova = ovakit.make_ova(
             base + '.ova', [ovakit.OvaDisk(self.vhd, compression='Gzip')],
-            name='slow').path
+            name=name).path
         # Only the OVA is needed from here on.
         os.remove(self.vhd)
 

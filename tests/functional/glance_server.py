@@ -187,12 +187,14 @@ class GlanceServer(object):
         may share it); default ``<workdir>/images``
     :param sections: extra ``{section: {option: value}}`` of
         glance-api.conf
+    :param store_options: extra options of the store section(s), e.g.
+        ``filesystem_thin_provisioning``
     """
 
     def __init__(self, workdir, multistore=False, web_download_port=None,
                  xen_ova_options=None, default_options=None,
                  workers_threads=8, workers=1, db_connection=None,
-                 store_dir=None, sections=None):
+                 store_dir=None, sections=None, store_options=None):
         self.workdir = os.path.abspath(workdir)
         self.multistore = multistore
         self.web_download_port = web_download_port
@@ -204,6 +206,7 @@ class GlanceServer(object):
             self.workdir, 'glance.sqlite')
         self.store_dir = store_dir or os.path.join(self.workdir, 'images')
         self.sections = dict(sections or {})
+        self.store_options = dict(store_options or {})
         self.etc = os.path.join(self.workdir, 'etc')
         self.staging_dir = os.path.join(self.workdir, 'staging')
         self.log_file = os.path.join(self.workdir, 'glance-api.log')
@@ -258,6 +261,7 @@ class GlanceServer(object):
             for name, path in stores.items():
                 lines += ['', '[%s]' % name,
                           'filesystem_store_datadir = %s' % path]
+                lines += self._store_option_lines()
             for reserved, path in (
                     ('os_glance_staging_store', self.staging_dir),
                     ('os_glance_tasks_store',
@@ -267,10 +271,14 @@ class GlanceServer(object):
         else:
             lines += ['stores = file,http', 'default_store = file',
                       'filesystem_store_datadir = %s' % stores['file']]
+            lines += self._store_option_lines()
         for section, options in sorted(self.sections.items()):
             lines += ['', '[%s]' % section]
             lines += ['%s = %s' % kv for kv in sorted(options.items())]
         return '\n'.join(lines) + '\n'
+
+    def _store_option_lines(self):
+        return ['%s = %s' % kv for kv in sorted(self.store_options.items())]
 
     def _import_conf(self):
         lines = ['[image_import_opts]', 'image_import_plugins = [xen_ova]']

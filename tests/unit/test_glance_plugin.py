@@ -18,7 +18,6 @@ tests/functional runs the real pipeline inside a real glance-api.
 """
 
 import copy
-import logging
 import os
 import sys
 import types
@@ -161,12 +160,14 @@ class FakePipeline(object):
         self.calls = []
 
     def __call__(self, source, dest_path, opts=None, progress=None,
-                 partial_prefix=None):
+                 partial_prefix=None, on_step=None):
         self.calls.append((source, dest_path, opts))
         self.partial_prefix = partial_prefix
         assert not os.path.exists(dest_path)
         for done, total in self.progress_steps:
             progress(done, total)
+        if on_step is not None:
+            on_step('inspect')
         if self.error is not None:
             if self.partial:
                 # A crash that leaves output behind (the pipeline removes
@@ -219,13 +220,14 @@ def staging(tmp_path):
     return path
 
 
-def run(wrapper, staged, import_req=None, stores=(None,), fail_after=False):
+def run(wrapper, staged, import_req=None, stores=(None,), fail_after=False,
+        task_repo=None):
     flow = lf.Flow('api_image_import', retry=retry.AlwaysRevert())
     seen = []
     flow.add(Staging('file://%s' % staged))
     flow.add(plugin.get_flow(
         task_id=TASK_ID, task_type='api_image_import',
-        action_wrapper=wrapper, backend=list(stores),
+        action_wrapper=wrapper, backend=list(stores), task_repo=task_repo,
         import_req=import_req or {'method': {'name': 'glance-direct'}}))
     flow.add(Consumer(seen, fail=fail_after))
     engines.run(flow, engine='serial')
@@ -433,52 +435,3 @@ def test_converter_that_cannot_load_fails_the_import(monkeypatch, staging,
         "node (No module named 'pyfsext')")
     assert wrapper.image.status == 'queued'
     assert wrapper.image.container_format == 'ova'
-
-
-def test_progress_is_logged_every_interval(caplog):
-    now = [100.0]
-    progress = tasks.ProgressLog(IMAGE_ID, interval=10,
-                                 clock=lambda: now[0])
-    caplog.set_level(logging.INFO, logger=tasks.__name__)
-    for step in range(1, 26):
-        now[0] = 100.0 + step
-        progress(step * 4000000, 100000000)
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines == [
-        'xen-ova import of image %s: 40000000 of 100000000 bytes (40%%), '
-        '4.0 MB/s' % IMAGE_ID,
-        'xen-ova import of image %s: 80000000 of 100000000 bytes (80%%), '
-        '4.0 MB/s' % IMAGE_ID,
-    ]
-
-
-def test_progress_without_total():
-    progress = tasks.ProgressLog(IMAGE_ID, 1, clock=lambda: 0.0)
-    assert progress.describe(5000000, None, now=2.0) == (
-        '5000000 bytes, 2.5 MB/s')
-
-
-def test_progress_reaches_the_log_during_conversion(monkeypatch, staging,
-                                                    caplog):
-    fake = FakePipeline(progress_steps=[(1, 9), (9, 9)])
-    use_pipeline(monkeypatch, fake)
-    monkeypatch.setattr(tasks.ProgressLog, '__init__',
-                        _instant_progress_init)
-    caplog.set_level(logging.INFO, logger=tasks.__name__)
-    run(FakeWrapper(FakeImage()), staging)
-    text = '\n'.join(r.getMessage() for r in caplog.records)
-    assert '1 of 9 bytes (11%)' in text
-    assert '9 of 9 bytes (100%)' in text
-    assert 'read 9 bytes in 60.0 s' in text
-    assert 'RAW ready' in text
-
-
-def _instant_progress_init(self, image_id, interval, clock=None):
-    # Each reading of the clock is 20 s after the previous one.
-    ticks = iter(range(0, 1000, 20))
-    self.image_id = image_id
-    self.interval = interval
-    self.clock = lambda: float(next(ticks))
-    self.started = self.last = self.clock()
-    self.done = 0
-    self.total = None

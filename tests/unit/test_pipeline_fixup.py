@@ -20,6 +20,8 @@ import sys
 
 import pytest
 
+from glance_xen_import import options
+from glance_xen_import import pipeline
 from tests import ovakit
 
 GUESTS = os.path.join(os.path.dirname(__file__), os.pardir, 'fixtures',
@@ -111,3 +113,16 @@ def test_guest_without_xen_drivers_converts_byte_identical(tmp_path):
     assert report['fixup'] is None
     assert report['properties']['hw_disk_bus'] == 'scsi'
     assert ovakit.first_difference(raw, dest) is None
+
+
+@pytest.mark.parametrize('mode, steps', [
+    ('auto', ['inspect', 'fix-windows', 'reinspect']),
+    ('report', ['inspect']),
+])
+def test_steps_are_told_as_they_start(tmp_path, xen_windows, mode, steps):
+    _raw, ova = xen_windows
+    seen = []
+    pipeline.convert(ova, str(tmp_path / 'out.raw'),
+                     options.Options(windows_fixup=mode),
+                     on_step=seen.append)
+    assert seen == steps
