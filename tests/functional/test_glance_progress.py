@@ -37,7 +37,6 @@ import pytest
 from tests.functional import conftest
 from tests.functional import glance_server
 from tests.functional.test_glance_import import create_via_import
-from tests.functional.conftest import SlowDisk
 from tests import ovakit
 
 MiB = ovakit.MiB
@@ -66,7 +65,7 @@ def phase(message):
 def big_disk(workdir, disks):
     root = os.path.join(workdir, 'progress')
     os.makedirs(root)
-    return SlowDisk(root, size=2 * GiB, name='progress')
+    return conftest.SlowDisk(root, size=2 * GiB, name='progress')
 
 
 @pytest.fixture(scope='module')
