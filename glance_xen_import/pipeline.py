@@ -156,7 +156,7 @@ def convert(source, dest_path, opts=None, progress=None,
                 reader, _converter(writer, opts, directory),
                 opts.manifest_policy,
                 on_descriptor=lambda d: _check_extra_disks(d, opts),
-                max_disk_size=opts.max_virtual_size)
+                max_disk_size=opts.max_virtual_size, source_file=stream)
         info = package.disk_result
         writer.finish(info.current_size)
         report = _analyse(writer.path, package, info, writer.data_bytes,
