@@ -151,12 +151,15 @@ def convert(source, dest_path, opts=None, progress=None,
         dest_path, prefix=partial_prefix or raw.partial_prefix(dest_path))
     try:
         with _open_source(source) as (stream, total):
+            ahead = None
+            if opts.manifest_policy != options_mod.MANIFEST_IGNORE:
+                ahead = ova.read_manifest_ahead(stream)
             reader = _ProgressReader(stream, total, progress)
             package = ova.read_package(
                 reader, _converter(writer, opts, directory),
                 opts.manifest_policy,
                 on_descriptor=lambda d: _check_extra_disks(d, opts),
-                max_disk_size=opts.max_virtual_size, source_file=stream)
+                max_disk_size=opts.max_virtual_size, manifest_ahead=ahead)
         info = package.disk_result
         writer.finish(info.current_size)
         report = _analyse(writer.path, package, info, writer.data_bytes,

@@ -624,15 +624,15 @@ def parse_args(argv):
     parser.add_argument('--runs', type=int, default=5,
                         help='timed runs per variant (default 5)')
     parser.add_argument('--seed', type=int, default=20261125)
-    parser.add_argument('--data-fraction', type=float, default=0.45,
+    parser.add_argument('--data-fraction', type=float, default=0.4,
                         help='share of the data partition\'s 2 MiB blocks '
-                             'holding random runs (default 0.45)')
+                             'holding random runs (default 0.4)')
     parser.add_argument('--zero-fraction', type=float, default=0.05,
                         help='share of them allocated as zeros '
                              '(default 0.05)')
-    parser.add_argument('--empty-zones', type=float, default=0.4,
+    parser.add_argument('--empty-zones', type=float, default=0.3,
                         help='share of the data partition\'s 64 MiB zones '
-                             'left unallocated (default 0.4)')
+                             'left unallocated (default 0.3)')
     parser.add_argument('--workdir',
                         help='directory for the temporary work directory '
                              '(default: the system temp dir)')

@@ -333,8 +333,11 @@ class _FileAhead(object):
 def read_manifest_ahead(source_file):
     """Learn from a regular file what its manifest asks for.
 
-    The tar headers are read from the file's current position to the end,
-    member data skipped unread, and the manifest parsed if there is one.
+    Call it before the main pass reads anything: the tar headers are read
+    from the file's current position to the end (with pread: the position
+    stays), member data skipped unread, and the manifest parsed if there is
+    one. The result only chooses digests; a manifest that changed since is
+    refused in the main pass.
     Returns {member name: algorithm}, {} when the package has no manifest,
     or None when that cannot be told cheaply: not a regular file,
     compressed, or not a well-formed tar (the main pass says why).
@@ -380,7 +383,7 @@ def _read_descriptor(members, digests):
 
 def read_package(stream, convert_disk, manifest_policy, on_descriptor=None,
                  max_disk_size=options.DEFAULT_MAX_VIRTUAL_SIZE,
-                 source_file=None):
+                 manifest_ahead=None):
     """Read an OVA from ``stream`` and convert its boot disk.
 
     :param convert_disk: called as ``convert_disk(reader, size, disk)``
@@ -392,17 +395,12 @@ def read_package(stream, convert_disk, manifest_policy, on_descriptor=None,
         data is read; may refuse the package by raising.
     :param max_disk_size: the largest disk accepted; bounds the files of
         disks whose capacity the descriptor does not give.
-    :param source_file: the file object ``stream`` reads, at the position
-        the OVA starts. When it is a regular file, its manifest is read
-        ahead (read_manifest_ahead) so that only the digests it asks for
-        are taken.
+    :param manifest_ahead: what :func:`read_manifest_ahead` learnt of the
+        source, when it was called; then only the digests the manifest asks
+        for are taken of the members that precede it.
     """
     members = _Members(stream)
-    ahead = None
-    if source_file is not None and (
-            manifest_policy != options.MANIFEST_IGNORE):
-        ahead = read_manifest_ahead(source_file)
-    digests = _Digests(manifest_policy, ahead)
+    digests = _Digests(manifest_policy, manifest_ahead)
     try:
         return _read_members(members, digests, on_descriptor,
                              convert_disk, max_disk_size)
