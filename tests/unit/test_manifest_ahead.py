@@ -246,29 +246,26 @@ def digests_taken(monkeypatch):
     return taken
 
 
-@pytest.mark.parametrize('how,expected', [
-    ('file', ('sha256',)), ('pipe', ('sha1', 'sha256'))])
-def test_late_manifest_digests(corpus, tmp_path, digests_taken, how,
-                               expected):
-    info, href = build(corpus, tmp_path, order=manifest_to_end)
-    with source(info.path, how) as src:
-        report = convert(src, tmp_path)
-    assert report.manifest == 'verified'
-    assert digests_taken == {info.ovf_name: expected, href: expected}
+BOTH = ('sha1', 'sha256')
 
 
-@pytest.mark.parametrize('how,expected', [
-    ('file', {}), ('pipe', 'both')])
-def test_no_manifest_digests(corpus, tmp_path, digests_taken, how,
-                             expected):
-    info, href = build(corpus, tmp_path, manifest_algorithm=None)
+@pytest.mark.parametrize('layout,how,expected,state', [
+    ('last', 'file', ('sha256',), 'verified'),
+    ('last', 'pipe', BOTH, 'verified'),
+    ('none', 'file', None, 'absent'),
+    ('none', 'pipe', BOTH, 'absent')])
+def test_digests_taken_before_the_manifest(corpus, tmp_path, digests_taken,
+                                           layout, how, expected, state):
+    if layout == 'last':
+        info, href = build(corpus, tmp_path, order=manifest_to_end)
+    else:
+        info, href = build(corpus, tmp_path, manifest_algorithm=None)
     with source(info.path, how) as src:
-        report = convert(src, tmp_path)
-    assert report.manifest == 'absent'
-    if expected == 'both':
-        expected = {info.ovf_name: ('sha1', 'sha256'),
-                    href: ('sha1', 'sha256')}
-    assert digests_taken == expected
+        assert convert(src, tmp_path).manifest == state
+    if expected is None:
+        assert digests_taken == {}
+    else:
+        assert digests_taken == {info.ovf_name: expected, href: expected}
 
 
 def test_manifest_first_digests(corpus, tmp_path, digests_taken):

@@ -19,16 +19,15 @@ converts to what qemu-img converts it to.
 """
 
 import array
-import os
 import random
 import struct
 import sys
 
 import pytest
 
-from glance_xen_import.formats import raw as raw_format
 from glance_xen_import.formats import vhd
 from tests import ovakit
+from tests.unit.test_vhd_decode import decode_file
 
 UNUSED = 0xFFFFFFFF
 MiB = ovakit.MiB
@@ -114,14 +113,11 @@ def test_large_sparse_disk_like_qemu_img(tmp_path):
                                                      + 1 * MiB)]
     ovakit.run('qemu-io', '-f', 'vpc', *commands, path)
     out = str(tmp_path / 'out.raw')
-    with raw_format.SparseWriter(out) as writer:
-        with open(path, 'rb') as f:
-            info = vhd.decode(ovakit.SequentialReader(f), writer,
-                              member_size=os.path.getsize(path))
-        writer.finish(info.current_size)
+    info, sink = decode_file(path, out)
     assert info.allocated_blocks == len(blocks)
+    assert sorted(offset for offset, _n in sink.writes) == [
+        block * 2 * MiB for block in blocks]
     reference_raw = str(tmp_path / 'qemu.raw')
     ovakit.run('qemu-img', 'convert', '-f', 'vpc', '-O', 'raw', path,
                reference_raw)
     assert ovakit.sparse_first_difference(out, reference_raw) is None
-    assert writer.data_bytes == len(blocks) * 4096
