@@ -24,8 +24,6 @@ import contextlib
 import os
 
 from glance_xen_import import exception
-from glance_xen_import import fixup
-from glance_xen_import.fixup import linux as linux_fixup
 from glance_xen_import.formats import ova
 from glance_xen_import.formats import partitions
 from glance_xen_import.formats import raw
@@ -175,7 +173,11 @@ def convert(source, dest_path, opts=None, progress=None,
 def _fix_windows(dest_path, layout, guest, package_info, opts):
     """Apply the Windows fixup when allowed; return (guest, result)."""
     if (opts.windows_fixup != options_mod.FIXUP_AUTO
-            or not fixup.needs_windows_fixup(guest)):
+            or getattr(guest, 'windows', None) is None):
+        return guest, None
+    # Imported for Windows guests only: it costs every other run time.
+    from glance_xen_import import fixup
+    if not fixup.needs_windows_fixup(guest):
         return guest, None
     result = fixup.apply_windows_fixup(dest_path, layout, guest)
     if result.applied:
@@ -187,7 +189,11 @@ def _fix_windows(dest_path, layout, guest, package_info, opts):
 def _fix_linux(dest_path, layout, guest, package_info, bus, opts):
     """Apply the Linux fixup when allowed; return (guest, result)."""
     if (opts.linux_fixup != options_mod.FIXUP_AUTO
-            or not linux_fixup.needs_linux_fixup(guest)):
+            or getattr(guest, 'linux', None) is None):
+        return guest, None
+    # Imported for Linux guests only, as the Windows fixup is.
+    from glance_xen_import.fixup import linux as linux_fixup
+    if not linux_fixup.needs_linux_fixup(guest):
         return guest, None
     result = linux_fixup.apply_linux_fixup(
         dest_path, layout, guest, bus,

@@ -352,6 +352,7 @@ class Command:
     label: str
     argv: list
     source: str              # the file it reads (for input MB/s)
+    writes: bool = True      # writes the RAW (checked byte for byte)
 
 
 def variants(disk, out_dir, extract_dir):
@@ -388,7 +389,19 @@ def variants(disk, out_dir, extract_dir):
         Command('tar-sha', "(b') tar xf + sha256sum + qemu-img",
                 ['sh', '-c', verified, 'sh', extract_dir, ova, extracted,
                  dest], ova),
-    ], dest
+    ] + hash_floor(vhd), dest
+
+
+def hash_floor(vhd):
+    """SHA-256 of the VHD alone, by OpenSSL (SHA-NI where the CPU has it).
+
+    No converter that verifies the manifest can beat this: SHA-256 of one
+    stream runs on one core, whatever else runs beside it.
+    """
+    if not shutil.which('openssl'):
+        return []
+    return [Command('sha256', '(h) openssl sha256 of the VHD alone',
+                    ['openssl', 'dgst', '-sha256', vhd], vhd, writes=False)]
 
 
 def reset(dest, extract_dir):
@@ -465,15 +478,15 @@ FS_DATA_SPARSE = 1 * MiB
 def check_outputs(commands, dest, extract_dir, raw, workdir):
     """One untimed pass: each output must be the source RAW, byte for byte.
 
-    It also leaves every file the commands read in the page cache, and
-    lets Python compile what it has not yet. Returns our converter's JSON
-    reports by command key.
+    It also leaves every file the commands read in the page cache.
+    Returns our converter's JSON reports by command key.
     """
     reports = {}
     for command in commands:
         reset(dest, extract_dir)
         run = measure(command.argv, workdir)
-        require_same(command.label, dest, raw)
+        if command.writes:
+            require_same(command.label, dest, raw)
         reports[command.key] = report_json(run)
     reset(dest, extract_dir)
     return reports
@@ -526,7 +539,8 @@ def run_mixed(args, workdir):
     describe_input(disk, plan, fs_data,
                    {k: v for k, v in reports.items() if k != 'ours-ignore'
                     and k.startswith('ours')})
-    print('check  every variant wrote the source RAW, byte for byte')
+    print('check  every variant that writes a RAW wrote the source RAW, '
+          'byte for byte')
     print()
     print('%-36s %8s %8s %8s %11s %13s %9s' % (
         'variant (warm cache, %d runs)' % args.runs, 'median',
@@ -538,7 +552,7 @@ def run_mixed(args, workdir):
             result.label, result.median, min(times), max(times),
             rate(os.path.getsize(command.source), result.median),
             rate(args.size, result.median), human(result.peak_rss)))
-    print('(MB = 10^6 bytes; input = the OVA, or the VHD for (c))')
+    print('(MB = 10^6 bytes; input = the OVA, or the VHD for (c) and (h))')
     return results
 
 
@@ -595,6 +609,10 @@ def print_targets(results, tib):
                        TARGET_NO_MANIFEST)
     print_ratio_target('(a) SHA-256 verified / (c)',
                        results['ours'].median / qemu, TARGET_MANIFEST)
+    if 'sha256' in results:
+        print('  %-62s %10s   (floor for (a))' % (
+            '(h) SHA-256 of the VHD alone / (c)',
+            '%.2fx' % (results['sha256'].median / qemu)))
     if tib is not None:
         ratio = tib['ours'].median / tib['qemu'].median
         print_target('(a) / (c) on the mostly-empty disk within %.1fx'
