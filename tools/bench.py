@@ -617,10 +617,13 @@ def print_targets(results, tib):
         ratio = tib['ours'].median / tib['qemu'].median
         print_target('(a) / (c) on the mostly-empty disk within %.1fx'
                      % TARGET_TIB, '%.2fx' % ratio, ratio <= TARGET_TIB)
-    # Against the verified conversion: the seed's way checks nothing.
-    speedup = results['tar'].median / results['ours'].median
-    print_target('(b) tar xf + qemu-img at least %.1fx slower than (a)'
-                 % TARGET_VS_TAR, '%.2fx' % speedup, speedup >= TARGET_VS_TAR)
+    # The seed's way checks nothing: against the verified conversion,
+    # and against the one with nothing to verify.
+    for key, letter in (('ours', 'a'), ('ours-no-mf', 'n')):
+        speedup = results['tar'].median / results[key].median
+        print_target('(b) tar xf + qemu-img at least %.1fx slower than (%s)'
+                     % (TARGET_VS_TAR, letter), '%.2fx' % speedup,
+                     speedup >= TARGET_VS_TAR)
     ours = [v for k, v in results.items() if k.startswith('ours')]
     if tib is not None:
         ours.append(tib['ours'])
