@@ -27,8 +27,8 @@ from glance_xen_import import exception
 # Holes are made at this granularity: the page size of the filesystems the
 # output lands on, and the unit qemu-img uses for the same purpose.
 PAGE = 4096
-# Compared against in place (memcmp); calloc'd, so its pages all map the
-# kernel's one zero page and cost no memory.
+# Compared against in place (memcmp). bytes(n) is calloc'd: its pages all
+# map the kernel's one zero page, which costs no memory and stays cached.
 _ZEROS = memoryview(bytes(4 << 20))
 # Bytes of each page looked at before the page is compared whole: data
 # seldom has all of them zero, so most pages are told apart by these alone,
@@ -107,14 +107,17 @@ def _nonzero_runs(data, offset):
     for start, end, whole_pages in _pieces(data, offset):
         if whole_pages:
             runs = _page_runs(data, start, (end - start) // PAGE)
+        elif _is_zero(data, start, end):
+            runs = ()
         else:
-            runs = () if _is_zero(data, start, end) else ((start, end),)
-        for start, end in runs:
-            if start != run_end:
-                if run_end is not None:
-                    yield run_start, run_end
-                run_start = start
-            run_end = end
+            runs = ((start, end),)
+        for run in runs:
+            if run[0] == run_end:       # continues the run before it
+                run_end = run[1]
+                continue
+            if run_end is not None:
+                yield run_start, run_end
+            run_start, run_end = run
     if run_end is not None:
         yield run_start, run_end
 
