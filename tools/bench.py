@@ -37,13 +37,14 @@ then times each variant in a fresh process, ``--runs`` times, interleaved
 (c) ``qemu-img convert -f vpc -O raw`` on the already extracted VHD
 
 and, for context, (l) the OVA with its manifest last, (a') without the
-manifest check and (b') tar + sha256sum + qemu-img. The targets are
-ratios to (c). Then (a) and (c) convert a 1 TiB disk with a few MiB of
-data, to show the cost follows the allocated bytes, not the virtual
-size. Peak RSS is the command's ru_maxrss as GNU time reports it (the
-largest of the process and the children it waited for). The page cache
-is warm and nothing is synced: the figures compare converters on one
-machine, not disk throughput.
+manifest check, (b') tar + sha256sum + qemu-img, and (h) ``openssl dgst
+-sha256`` of the VHD alone, the floor of (a): SHA-256 of one stream runs on
+one core. The targets are ratios to (c). Then (a) and (c) convert a 1 TiB
+disk with a few MiB of data, to show the cost follows the allocated bytes,
+not the virtual size. Peak RSS is the command's ru_maxrss as GNU time
+reports it (the largest of the process and the children it waited for).
+The page cache is warm and nothing is synced: the figures compare
+converters on one machine, not disk throughput.
 
 ``tox -e bench`` installs the package as pip does for a deployment (a
 wheel, byte-compiled), not in development mode, so the runs do not time
