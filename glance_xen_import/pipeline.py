@@ -25,8 +25,7 @@ import contextlib
 import os
 
 from glance_xen_import import exception
-from glance_xen_import import fixup
-from glance_xen_import.fixup import linux as linux_fixup
+from glance_xen_import.formats import ova
 from glance_xen_import.formats import package as package_mod
 from glance_xen_import.formats import partitions
 from glance_xen_import.formats import raw
@@ -198,13 +197,18 @@ class _Targets(object):
 
 def _read(source, targets, opts, directory, progress):
     with _open_source(source) as (stream, total):
+        ahead = None
+        if opts.manifest_policy != options_mod.MANIFEST_IGNORE:
+            # Before the main pass reads anything: it starts from the
+            # file's current position.
+            ahead = ova.read_manifest_ahead(stream)
         reader = _ProgressReader(stream, total, progress)
         return package_mod.read_package(
             reader, _vhd_converter(targets, opts, directory),
             select=lambda d: targets.select(_vm_disks(d)),
             open_sink=lambda d: targets.open_xva_disk(d, directory, total),
             manifest_policy=opts.manifest_policy,
-            max_disk_size=opts.max_virtual_size)
+            max_disk_size=opts.max_virtual_size, manifest_ahead=ahead)
 
 
 def _convert(source, place, opts, progress, directory, on_step):
@@ -301,7 +305,11 @@ def convert_all(source, dest_dir, opts=None, progress=None, on_step=None):
 def _fix_windows(dest_path, layout, guest, package_info, opts, on_step):
     """Apply the Windows fixup when allowed; return (guest, result)."""
     if (opts.windows_fixup != options_mod.FIXUP_AUTO
-            or not fixup.needs_windows_fixup(guest)):
+            or getattr(guest, 'windows', None) is None):
+        return guest, None
+    # Imported for Windows guests only: it costs every other run time.
+    from glance_xen_import import fixup
+    if not fixup.needs_windows_fixup(guest):
         return guest, None
     on_step(progress_text.STEP_FIX_WINDOWS)
     result = fixup.apply_windows_fixup(dest_path, layout, guest)
@@ -316,7 +324,11 @@ def _fix_linux(dest_path, layout, guest, package_info, bus, opts,
                on_step):
     """Apply the Linux fixup when allowed; return (guest, result)."""
     if (opts.linux_fixup != options_mod.FIXUP_AUTO
-            or not linux_fixup.needs_linux_fixup(guest)):
+            or getattr(guest, 'linux', None) is None):
+        return guest, None
+    # Imported for Linux guests only, as the Windows fixup is.
+    from glance_xen_import.fixup import linux as linux_fixup
+    if not linux_fixup.needs_linux_fixup(guest):
         return guest, None
     on_step(progress_text.STEP_FIX_LINUX)
     result = linux_fixup.apply_linux_fixup(

@@ -92,10 +92,29 @@ class Cursor(object):
         return data
 
     def skip_to(self, offset, field):
-        """Discard input up to ``offset``, which must not lie behind us."""
+        """Discard input up to ``offset``, which must not lie behind us.
+
+        A stream with a ``skip(n)`` method (which passes over at most n
+        bytes without reading them and says how many) is not read at all.
+        """
         if offset < self.pos:
             raise self.error('%s: %s at byte %d lies before byte %d, which '
                              'was already read' % (self.what, field, offset,
                                                    self.pos))
+        skip = getattr(self._stream, 'skip', None)
+        if skip is not None and not self._pushed:
+            self._skip_over(skip, offset, field)
         while self.pos < offset:
             self.read_exact(min(_SKIP_CHUNK, offset - self.pos), field)
+
+    def _skip_over(self, skip, offset, field):
+        start = self.pos
+        end = offset if self._limit is None else min(offset, self._limit + 1)
+        self.pos += skip(end - start)
+        if self._limit is not None and self.pos > self._limit:
+            raise self.error(self._limit_reason)
+        if self.pos < offset:
+            raise self.error('%s is truncated: %s at byte %d needs %d bytes, '
+                             'only %d remain' % (self.what, field, start,
+                                                 offset - start,
+                                                 self.pos - start))

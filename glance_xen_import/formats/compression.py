@@ -253,6 +253,14 @@ class _Prefixed(object):
     def __init__(self, prefix, stream):
         self._prefix = prefix
         self._stream = stream
+        if hasattr(stream, 'skip'):
+            # A stream that can pass over bytes unread still can.
+            self.skip = self._skip
+
+    def _skip(self, size):
+        taken = min(size, len(self._prefix))
+        self._prefix = self._prefix[taken:]
+        return taken + self._stream.skip(size - taken)
 
     def read(self, size):
         if self._prefix:

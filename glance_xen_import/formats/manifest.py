@@ -125,6 +125,7 @@ class HashingReader(object):
 
     def __init__(self, stream, algorithms=('sha1', 'sha256'), worker=None):
         self._stream = stream
+        self.algorithms = tuple(algorithms)
         self._hashes = {a: hashlib.new(a) for a in algorithms}
         self._digests = tuple(self._hashes.values())
         self._own_worker = worker is None

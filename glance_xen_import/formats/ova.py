@@ -15,12 +15,17 @@
 Member order, as DSP0243 and XenCenter's exporter write it: the ``.ovf``
 descriptor first, then the optional ``.mf`` manifest and ``.cert``
 signature, then the files References lists. A manifest may also come last;
-every member is hashed as it streams by, so a late manifest is checked too.
-The disks the caller selects (by default the boot disk) are handed to a
-converter while they stream; the others are read past and reported.
+members are hashed as they stream by, so a late manifest is checked too.
+Which digests to take of the members before the manifest is read ahead
+from the tar headers when the OVA is a regular file; on a stream, both
+algorithms a late manifest may use are taken. The disks the caller selects
+(by default the boot disk) are handed to a converter while they stream;
+the others are read past and reported.
 """
 
 import dataclasses
+import os
+import stat
 
 from glance_xen_import import exception
 from glance_xen_import.formats import compression
@@ -32,6 +37,9 @@ from glance_xen_import import options
 
 # Digests computed for members that stream by before the manifest does.
 _LATE_MANIFEST_ALGORITHMS = ('sha1', 'sha256')
+# Bytes the read-ahead may read (it skips member data unread): tar headers,
+# pax records and the manifest of any sensible package fit in this.
+MAX_READ_AHEAD = 4 << 20
 # Members the descriptor does not reference (notes, a second descriptor)
 # are read past and never used; together they may hold this many bytes.
 # Reading past costs decompressing them when the whole OVA is compressed.
@@ -177,28 +185,44 @@ class _SizeBudget(object):
 
 
 class _Digests(object):
-    """Digests of the members, checked against the manifest."""
+    """Digests of the members, checked against the manifest.
 
-    def __init__(self, policy):
+    :param ahead: what a read-ahead learnt of the manifest: {member name:
+        algorithm}, {} when the package has none, None when not known.
+        It only chooses the digests taken before the manifest arrives; the
+        manifest read in the main pass is what they are checked against.
+    """
+
+    def __init__(self, policy, ahead=None):
         self.policy = policy
         self.entries = None
         self.signed = False
-        self._pending = []        # (name, HashingReader)
+        self._ahead = ahead
+        self._pending = []        # (name, HashingReader or None)
         self._worker = manifest.DigestWorker()
 
     def wrap(self, member):
         if self.policy == options.MANIFEST_IGNORE:
             return member
         if self.entries is None:
-            algorithms = _LATE_MANIFEST_ALGORITHMS
+            algorithms = self._late_algorithms(member.name)
         elif member.name in self.entries:
             algorithms = (self.entries[member.name][0],)
         else:
             raise exception.InvalidPackage(
                 'member %s is not listed in the manifest' % member.name)
-        reader = manifest.HashingReader(member, algorithms, self._worker)
+        reader = None
+        if algorithms:
+            reader = manifest.HashingReader(member, algorithms, self._worker)
         self._pending.append((member.name, reader))
-        return reader
+        return reader or member
+
+    def _late_algorithms(self, name):
+        """The digests to take of a member that precedes the manifest."""
+        if self._ahead is None:
+            return _LATE_MANIFEST_ALGORITHMS
+        algorithm = self._ahead.get(name)
+        return (algorithm,) if algorithm in _LATE_MANIFEST_ALGORITHMS else ()
 
     def take_manifest(self, member):
         if self.entries is not None:
@@ -216,13 +240,17 @@ class _Digests(object):
             raise exception.InvalidPackage(
                 'member %s is not listed in the manifest' % name)
         algorithm, expected = self.entries[name]
-        try:
-            actual = reader.hexdigest(algorithm)
-        except KeyError:
+        if reader is None or algorithm not in reader.algorithms:
+            if algorithm not in _LATE_MANIFEST_ALGORITHMS:
+                raise exception.InvalidPackage(
+                    'manifest uses %s for %s, which came before the '
+                    'manifest; only SHA1 and SHA256 can be checked then'
+                    % (algorithm.upper(), name))
             raise exception.InvalidPackage(
-                'manifest uses %s for %s, which came before the manifest; '
-                'only SHA1 and SHA256 can be checked then'
+                'package changed while it was read: its manifest asks for '
+                'the %s digest of %s, which the manifest read ahead did not'
                 % (algorithm.upper(), name))
+        actual = reader.hexdigest(algorithm)
         if actual != expected:
             raise exception.ManifestMismatch(
                 'manifest %s digest of %s does not match: the package is '
@@ -257,6 +285,77 @@ class _Digests(object):
         return 'verified'
 
 
+class _NotCheap(Exception):
+    """The read-ahead would read more than MAX_READ_AHEAD."""
+
+
+class _FileAhead(object):
+    """A regular file read at a position of its own, for the read-ahead.
+
+    pread leaves the file position of the main pass alone. Skips move
+    only this position and stop at the end of the file, so a header's size
+    is never taken beyond it; reads stop at MAX_READ_AHEAD in all.
+    """
+
+    def __init__(self, fd, start, end):
+        self._fd = fd
+        self._pos = start
+        self._end = end
+        self._budget = MAX_READ_AHEAD
+
+    def read(self, size):
+        size = min(size, self._end - self._pos)
+        if size > self._budget:
+            raise _NotCheap()
+        data = os.pread(self._fd, size, self._pos)
+        self._pos += len(data)
+        self._budget -= len(data)
+        return data
+
+    def skip(self, size):
+        size = min(size, self._end - self._pos)
+        self._pos += size
+        return size
+
+
+def read_manifest_ahead(source_file):
+    """Learn from a regular file what its manifest asks for.
+
+    Call it before the main pass reads anything: the tar headers are read
+    from the file's current position to the end (with pread: the position
+    stays), member data skipped unread, and the manifest parsed if there is
+    one. The result only chooses digests; a manifest that changed since is
+    refused in the main pass.
+    Returns {member name: algorithm}, {} when the package has no manifest,
+    or None when that cannot be told cheaply: not a regular file,
+    compressed, or not a well-formed tar (the main pass says why).
+    """
+    try:
+        fd = source_file.fileno()
+        info = os.fstat(fd)
+        start = source_file.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    if compression.sniff(_FileAhead(fd, start, info.st_size))[0]:
+        return None
+    try:
+        for count, member in enumerate(tarstream.iter_members(
+                _FileAhead(fd, start, info.st_size))):
+            if count == 0 and not member.name.lower().endswith('.ovf'):
+                return None    # not an OVA (an XVA has no manifest)
+            if member.name.lower().endswith('.mf'):
+                if member.size > manifest.MAX_MANIFEST_SIZE:
+                    return None
+                entries = manifest.parse(member.read())
+                return {name: algorithm
+                        for name, (algorithm, _) in entries.items()}
+    except (exception.XenImportError, _NotCheap):
+        return None
+    return {}
+
+
 def _read_descriptor(members, digests):
     first = next(members, None)
     if first is None:
@@ -274,7 +373,7 @@ def _read_descriptor(members, digests):
 
 def read_package(stream, convert_disk, manifest_policy, on_descriptor=None,
                  max_disk_size=options.DEFAULT_MAX_VIRTUAL_SIZE,
-                 select=None):
+                 select=None, manifest_ahead=None):
     """Read an OVA from ``stream`` and convert the disks asked for.
 
     :param convert_disk: called as ``convert_disk(reader, size, disk)``
@@ -289,21 +388,24 @@ def read_package(stream, convert_disk, manifest_policy, on_descriptor=None,
         disks whose capacity the descriptor does not give.
     :param select: ``select(descriptor)`` gives the ovf.DiskRef to
         convert; by default the boot disk alone.
+    :param manifest_ahead: what :func:`read_manifest_ahead` learnt of the
+        source, when it was called; then only the digests the manifest asks
+        for are taken of the members that precede it.
     """
     return read_members(tarstream.Members(stream), convert_disk,
                         manifest_policy, on_descriptor, max_disk_size,
-                        select)
+                        select, manifest_ahead)
 
 
 def read_members(members, convert_disk, manifest_policy, on_descriptor=None,
                  max_disk_size=options.DEFAULT_MAX_VIRTUAL_SIZE,
-                 select=None):
+                 select=None, manifest_ahead=None):
     """Like :func:`read_package`, from a tarstream.Members not yet read.
 
     For a reader that looked at the first member to tell the kind of
     package and pushed it back.
     """
-    digests = _Digests(manifest_policy)
+    digests = _Digests(manifest_policy, manifest_ahead)
     try:
         return _read_members(members, digests, on_descriptor,
                              convert_disk, max_disk_size, select)

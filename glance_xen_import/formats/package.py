@@ -50,7 +50,8 @@ def kind_of(first):
 
 def read_package(stream, convert_disk, select, open_sink,
                  manifest_policy=options.MANIFEST_VERIFY, on_descriptor=None,
-                 max_disk_size=options.DEFAULT_MAX_VIRTUAL_SIZE):
+                 max_disk_size=options.DEFAULT_MAX_VIRTUAL_SIZE,
+                 manifest_ahead=None):
     """Read the OVA or XVA from ``stream`` in one pass.
 
     :param convert_disk: for an OVA, as ova.read_package takes it.
@@ -62,6 +63,7 @@ def read_package(stream, convert_disk, select, open_sink,
     :param on_descriptor: called with the ovf.Descriptor or the
         xva.XvaDescriptor before any disk data is read.
     :param max_disk_size: the largest disk accepted.
+    :param manifest_ahead: for an OVA, as ova.read_package takes it.
     :returns: a :class:`Package`.
     """
     members = tarstream.Members(stream)
@@ -78,5 +80,6 @@ def read_package(stream, convert_disk, select, open_sink,
         result = ova.read_members(members, convert_disk, manifest_policy,
                                   on_descriptor=on_descriptor,
                                   max_disk_size=max_disk_size,
-                                  select=select)
+                                  select=select,
+                                  manifest_ahead=manifest_ahead)
     return Package(kind=kind, result=result)

@@ -405,6 +405,29 @@ def _check_batmap(cursor, creator):
             'export it decrypted')
 
 
+# Unused BAT entries are compared this many at a time (one memcmp): most of
+# a large disk's table is unused, and Python need not look at each entry.
+_SCAN_ENTRIES = 256
+_UNUSED_RUN = b'\xff' * (4 * _SCAN_ENTRIES)
+
+
+def allocated_blocks(bat, n_blocks):
+    """Numbers of the allocated blocks among the first ``n_blocks``, ascending.
+
+    :param bat: the BAT as an array('I') (either byte order: an unused
+        entry is all ones in both).
+    """
+    raw = bat.tobytes()
+    found = array.array('I')
+    for start in range(0, n_blocks, _SCAN_ENTRIES):
+        end = min(start + _SCAN_ENTRIES, n_blocks)
+        if end - start == _SCAN_ENTRIES and raw.startswith(_UNUSED_RUN,
+                                                           4 * start):
+            continue
+        found.extend(i for i in range(start, end) if bat[i] != UNUSED)
+    return found
+
+
 def _block_order(bat, n_blocks, span_sectors, first_sector, last_sector):
     """Block numbers in file order, refusing overlaps.
 
@@ -413,39 +436,32 @@ def _block_order(bat, n_blocks, span_sectors, first_sector, last_sector):
     block span (two starts in one bucket would overlap), which sorts them in
     linear time and memory bounded by the BAT size.
     """
-    previous = None
-    ascending = True
-    allocated = 0
-    for i in range(n_blocks):
-        sector = bat[i]
-        if sector == UNUSED:
-            continue
-        allocated += 1
-        if sector < first_sector or (last_sector is not None
-                                     and sector + span_sectors > last_sector):
-            raise exception.InvalidDisk(
-                'VHD block %d at sector %d lies outside the data area '
-                '(sectors %d-%s)' % (i, sector, first_sector,
-                                     last_sector if last_sector is not None
-                                     else 'end'))
-        if previous is not None and sector < bat[previous] + span_sectors:
-            ascending = False
-        previous = i
-    if ascending:
-        return allocated, False, (i for i in range(n_blocks)
-                                  if bat[i] != UNUSED)
-    low = min(bat[i] for i in range(n_blocks) if bat[i] != UNUSED)
-    high = max(bat[i] for i in range(n_blocks) if bat[i] != UNUSED)
+    blocks = allocated_blocks(bat, n_blocks)
+    allocated = len(blocks)
+    if not allocated:
+        return 0, False, iter(blocks)
+    sectors = array.array('I', (bat[i] for i in blocks))
+    low, high = min(sectors), max(sectors)
+    if low < first_sector or (last_sector is not None
+                              and high + span_sectors > last_sector):
+        for i, sector in zip(blocks, sectors):
+            if sector < first_sector or (
+                    last_sector is not None
+                    and sector + span_sectors > last_sector):
+                raise exception.InvalidDisk(
+                    'VHD block %d at sector %d lies outside the data area '
+                    '(sectors %d-%s)' % (i, sector, first_sector,
+                                         last_sector if last_sector is not None
+                                         else 'end'))
+    if all(b >= a + span_sectors for a, b in zip(sectors, sectors[1:])):
+        return allocated, False, iter(blocks)
     n_buckets = (high - low) // span_sectors + 1
     if n_buckets > 2 * MAX_BAT_ENTRIES:
         raise exception.UnsupportedDisk(
             'VHD blocks are spread over %d block spans, far more than the '
             '%d blocks the disk has' % (n_buckets, allocated))
     buckets = array.array('I', bytes(4 * n_buckets))
-    for i in range(n_blocks):
-        sector = bat[i]
-        if sector == UNUSED:
-            continue
+    for i, sector in zip(blocks, sectors):
         slot = (sector - low) // span_sectors
         if buckets[slot]:
             other = buckets[slot] - 1
