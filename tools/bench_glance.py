@@ -321,9 +321,11 @@ class Disk(object):
     """The OVA of tools/bench.py's mixed disk and qemu-img's RAW of it."""
 
     def __init__(self, workdir, size, seed):
-        plan = bench.plan_disk(size, seed, 0.2, 0.05)
-        source, vhd, self.ova = bench.build_disk(
-            workdir, 'e2e', plan, seed, plan.fs_bytes * 3 // 8)
+        plan = bench.plan_disk(size, seed, 0.2, 0.05, 0.0)
+        built = bench.build_disk(workdir, 'e2e', plan, seed,
+                                 plan.fs_bytes * 3 // 8)
+        source, vhd = built.raw, built.vhd
+        self.ova = built.ovas[bench.MANIFEST_FIRST]
         self.size = size
         self.vhd_name = os.path.basename(vhd)
         self.allocated = bench.vhd_allocated_bytes(vhd)
