@@ -37,6 +37,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import tarfile
 import tempfile
 import uuid
@@ -78,6 +79,16 @@ def require_tools(*names):
         import pytest
         pytest.skip('needs %s (installed by .ci/run APT_PACKAGES)'
                     % ', '.join(missing))
+
+
+def cli_convert(ova, dest, *extra):
+    """``glance-xen-import convert OVA DEST --json``; the report it prints."""
+    proc = subprocess.run(
+        [sys.executable, '-m', 'glance_xen_import.cmd.main', 'convert', ova,
+         dest, '--json'] + list(extra), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert 'Traceback' not in proc.stderr
+    return json.loads(proc.stdout)
 
 
 def run(*args, **kwargs):

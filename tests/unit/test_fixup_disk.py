@@ -114,6 +114,24 @@ def _changed_offsets(before, after):
     return [i for i in range(len(old)) if old[i] != new[i]]
 
 
+def assert_only_hive_changed(original, path, partition, tmp_path):
+    """Nothing but the hive's own clusters changed, and NTFS is consistent.
+
+    The clusters come from sleuthkit (_hive_clusters); ntfsfix -n checks
+    the volume.
+    """
+    clusters = _hive_clusters(path, partition)
+    changed = _changed_offsets(original, path)
+    assert changed
+    assert all(any(lo <= i < hi for lo, hi in clusters) for i in changed)
+    volume = tmp_path / 'partition.ntfs'
+    with open(path, 'rb') as src, open(volume, 'wb') as out:
+        src.seek(partition.start)
+        out.write(src.read(partition.size))
+    subprocess.run(['ntfsfix', '-n', str(volume)], check=True,
+                   capture_output=True)
+
+
 @pytest.mark.parametrize('name', ['win2008r2-xen', 'win2016-xen'])
 def test_xen_guest_is_neutralised(tmp_path, name):
     ovakit.require_tools('ifind', 'icat', 'istat', 'fsstat', 'hivexget',
@@ -157,17 +175,7 @@ def test_xen_guest_is_neutralised(tmp_path, name):
     assert re.findall(r'dword:([0-9a-f]+)', unplug)
     assert set(re.findall(r'dword:([0-9a-f]+)', unplug)) == {'00000000'}
 
-    # Nothing but the hive's own clusters changed, and NTFS is consistent.
-    clusters = _hive_clusters(path, partition)
-    changed = _changed_offsets(original, path)
-    assert changed
-    assert all(any(lo <= i < hi for lo, hi in clusters) for i in changed)
-    volume = tmp_path / 'partition.ntfs'
-    with open(path, 'rb') as src, open(volume, 'wb') as out:
-        src.seek(partition.start)
-        out.write(src.read(partition.size))
-    subprocess.run(['ntfsfix', '-n', str(volume)], check=True,
-                   capture_output=True)
+    assert_only_hive_changed(original, path, partition, tmp_path)
 
     # Inspection of the fixed disk finds nothing left to fix.
     again = _inspect(path, layout)

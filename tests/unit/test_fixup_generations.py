@@ -19,11 +19,8 @@ byte outside the hive's clusters may have changed.
 """
 
 import dataclasses
-import json
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -95,17 +92,7 @@ def test_generation_detected_fixed_and_verified(tmp_path, name):
             assert line.split('=', 1)[1] in ('dword:00000000',
                                              'hex(7):00,00'), line
 
-    # Only the hive's clusters changed, and NTFS is consistent.
-    clusters = disk._hive_clusters(path, partition)
-    changed = disk._changed_offsets(original, path)
-    assert changed
-    assert all(any(lo <= i < hi for lo, hi in clusters) for i in changed)
-    volume = tmp_path / 'partition.ntfs'
-    with open(path, 'rb') as src, open(volume, 'wb') as out:
-        src.seek(partition.start)
-        out.write(src.read(partition.size))
-    subprocess.run(['ntfsfix', '-n', str(volume)], check=True,
-                   capture_output=True)
+    disk.assert_only_hive_changed(original, path, partition, tmp_path)
 
     again = disk._inspect(path, layout)
     assert again.windows.enabled_xen_services == []
@@ -120,12 +107,7 @@ def test_generation_detected_fixed_and_verified(tmp_path, name):
     assert decided['xen_import_xen_tools'] == gen.expected
 
 
-def _convert(ova, dest, *extra):
-    proc = subprocess.run(
-        [sys.executable, '-m', 'glance_xen_import.cmd.main', 'convert', ova,
-         dest, '--json'] + list(extra), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+_convert = ovakit.cli_convert
 
 
 def test_legacy_guest_through_the_cli(tmp_path):

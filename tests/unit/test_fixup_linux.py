@@ -18,11 +18,9 @@ in tests/linuxkit.py.
 """
 
 import errno
-import json
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
@@ -37,13 +35,7 @@ pytestmark = pytest.mark.skipif(
     reason='needs qemu-img, e2fsprogs and sfdisk')
 
 
-def _convert(ova, dest, *extra):
-    proc = subprocess.run(
-        [sys.executable, '-m', 'glance_xen_import.cmd.main', 'convert', ova,
-         dest, '--json'] + list(extra), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert 'Traceback' not in proc.stderr
-    return json.loads(proc.stdout)
+_convert = ovakit.cli_convert
 
 
 def _guest(tmp_path, files=None, fstype='ext4', image=None):

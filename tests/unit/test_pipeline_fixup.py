@@ -12,11 +12,8 @@
 
 """The Windows fixup as the CLI runs it, from a XenCenter-style OVA."""
 
-import json
 import lzma
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -39,12 +36,7 @@ def _ova(tmp_path, guest):
     return str(raw), ova
 
 
-def _convert(ova, dest, *extra):
-    proc = subprocess.run(
-        [sys.executable, '-m', 'glance_xen_import.cmd.main', 'convert', ova,
-         dest, '--json'] + list(extra), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+_convert = ovakit.cli_convert
 
 
 @pytest.fixture
