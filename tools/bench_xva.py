@@ -91,7 +91,7 @@ def measure(argv, workdir):
 
 def build(args, workdir):
     plan = bench.plan_disk(args.size, args.seed, data_fraction=0.5,
-                           zero_fraction=0.0)
+                           zero_fraction=0.0, empty_zones=0.0)
     source = os.path.join(workdir, 'source.raw')
     bench.write_raw(source, plan, args.seed, 4 * MiB)
     xva = os.path.join(workdir, 'vm.xva')
