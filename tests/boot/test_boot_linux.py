@@ -65,6 +65,17 @@ def test_xen_names_unfixed_stops_in_the_initramfs(boots):
     assert_dropped_to_shell(run, '/dev/xvda1')
 
 
+def test_xen_names_from_a_compressed_xva_boots(boots):
+    # The same guest exported by xapi (xe vm-export compress=zstd): the
+    # boot disk comes out of the XVA, is fixed and boots.
+    run = boots.result('xen-names', 'xva')
+    properties = run.conversion.properties
+    assert properties['xen_import_source'] == 'xva:xxhash'
+    assert properties['xen_import_disk_position'] == '0'
+    assert 'device-names:sd' in properties['xen_import_fixups_applied']
+    assert_booted(run)
+
+
 # -- xen-initramfs: an initramfs holding only xen-blkfront ---------------
 
 def test_xen_only_initramfs_is_flagged(boots):
