@@ -37,3 +37,12 @@ def corpus(tmp_path_factory):
     """RAW disks and VHDs built once per run (see ovakit.Corpus)."""
     ovakit.require_tools('qemu-img', 'qemu-io', 'sfdisk', 'mkfs.ext4')
     return ovakit.Corpus(str(tmp_path_factory.mktemp('corpus')))
+
+
+@pytest.fixture
+def ova(corpus, tmp_path):
+    """tmp_path/vm.ova: the corpus' GPT disk as a one-disk XenCenter OVA."""
+    path = str(tmp_path / 'vm.ova')
+    ovakit.make_ova(path, [ovakit.OvaDisk(corpus.vhd('caml', 'gpt16'))],
+                    name='vm')
+    return path

@@ -45,14 +45,6 @@ def assert_refused(status, out, err):
     assert lines[0].strip()
 
 
-@pytest.fixture
-def ova(corpus, tmp_path):
-    path = str(tmp_path / 'vm.ova')
-    ovakit.make_ova(path, [ovakit.OvaDisk(corpus.vhd('caml', 'gpt16'))],
-                    name='cli vm')
-    return path
-
-
 def test_convert_json(corpus, tmp_path, ova):
     dest = str(tmp_path / 'out.raw')
     status, out, err = cli('convert', ova, dest, '--json')

@@ -26,7 +26,6 @@ import sys
 
 from glance_xen_import.cmd import main
 from tests import ovakit
-from tests.unit import test_cli
 from tests.unit.test_cli import cli
 from tests.unit.test_cli import REPO
 
@@ -146,6 +145,3 @@ def test_nothing_drawn_nothing_closed():
     out = io.StringIO()
     main.ProgressBar(out).close()
     assert out.getvalue() == ''
-
-
-ova = test_cli.ova

@@ -26,7 +26,6 @@ import time
 
 import pytest
 
-from tests import ovakit
 from tests.unit import test_cli
 
 HELD_BACK = 64 * 1024
@@ -77,14 +76,6 @@ def _convert_started(tmp_path, ova):
     proc = _start(['convert', '-', dest], ova)
     partial = _partial_with_data(str(out_dir / '.vm.raw.partial-*'), proc)
     return out_dir, dest, proc, partial
-
-
-@pytest.fixture
-def ova(corpus, tmp_path):
-    path = str(tmp_path / 'vm.ova')
-    ovakit.make_ova(path, [ovakit.OvaDisk(corpus.vhd('caml', 'gpt16'))],
-                    name='vm')
-    return path
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGHUP,

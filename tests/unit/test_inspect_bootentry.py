@@ -34,18 +34,21 @@ from tests.unit import test_inspect_initramfs as irfs
 from tests.unit import test_policy
 
 UUID = '0b5ad6c7-2f61-4d55-9a35-3bd1f84a1cde'
-DEBIAN_GRUB_CFG = '''\
-if [ -s $prefix/grubenv ]; then
-  set have_grubenv=true
-  load_env
-fi
+# grub-mkconfig's 00_header writes this in every distribution's grub.cfg.
+NEXT_ENTRY = '''\
 if [ "${next_entry}" ] ; then
    set default="${next_entry}"
    set next_entry=
    save_env next_entry
    set boot_once=true
 else
-   set default="%(default)s"
+'''
+DEBIAN_GRUB_CFG = '''\
+if [ -s $prefix/grubenv ]; then
+  set have_grubenv=true
+  load_env
+fi
+''' + NEXT_ENTRY + '''   set default="%(default)s"
 fi
 function load_video {
   insmod all_video
@@ -81,13 +84,7 @@ if [ -f ${config_directory}/grubenv ]; then
 elif [ -s $prefix/grubenv ]; then
   load_env
 fi
-if [ "${next_entry}" ] ; then
-   set default="${next_entry}"
-   set next_entry=
-   save_env next_entry
-   set boot_once=true
-else
-   set default="${saved_entry}"
+''' + NEXT_ENTRY + '''   set default="${saved_entry}"
 fi
 insmod part_msdos
 insmod xfs
