@@ -26,11 +26,11 @@ import os
 
 from glance_xen_import import exception
 from glance_xen_import.formats import ova
+from glance_xen_import.formats import ovf
 from glance_xen_import.formats import package as package_mod
 from glance_xen_import.formats import partitions
 from glance_xen_import.formats import raw
 from glance_xen_import.formats import vhd
-from glance_xen_import.formats import xva
 from glance_xen_import import inspect as guest_inspect
 from glance_xen_import import options as options_mod
 from glance_xen_import import policy
@@ -106,19 +106,20 @@ def _check_extra_disks(disks, opts):
 
 def _vm_disks(descriptor):
     """The package's disks in the VM's order, boot disk first."""
-    if isinstance(descriptor, xva.XvaDescriptor):
-        disks = list(descriptor.disks)    # by userdevice
-        if descriptor.is_pv:
-            # pygrub boots from the VBD marked bootable; an HVM BIOS from
-            # the first disk on the bus.
-            disks.sort(key=lambda d: (not d.bootable, d.userdevice))
+    if isinstance(descriptor, ovf.Descriptor):
+        # The OVF reader put XenCenter's bootable disk first.
         return selection.vm_disks(
-            disks, key=lambda d: d.ref, name=lambda d: d.name,
-            capacity=lambda d: d.capacity, bootable=lambda d: d.bootable)
-    # The OVF reader put XenCenter's bootable disk first.
+            descriptor.disks, key=lambda d: d.href, name=lambda d: d.disk_id,
+            capacity=lambda d: d.capacity, bootable=lambda d: d.boot)
+    # An xva.XvaDescriptor.
+    disks = list(descriptor.disks)    # by userdevice
+    if descriptor.is_pv:
+        # pygrub boots from the VBD marked bootable; an HVM BIOS from
+        # the first disk on the bus.
+        disks.sort(key=lambda d: (not d.bootable, d.userdevice))
     return selection.vm_disks(
-        descriptor.disks, key=lambda d: d.href, name=lambda d: d.disk_id,
-        capacity=lambda d: d.capacity, bootable=lambda d: d.boot)
+        disks, key=lambda d: d.ref, name=lambda d: d.name,
+        capacity=lambda d: d.capacity, bootable=lambda d: d.bootable)
 
 
 def _vhd_converter(targets, opts, directory):

@@ -24,7 +24,6 @@ still carries something that stops it booting or working on KVM.
 """
 
 from glance_xen_import.inspect import linux as linux_inspect
-from glance_xen_import.inspect import staticip
 from glance_xen_import import options as options_mod
 from glance_xen_import import sanitize
 
@@ -291,6 +290,7 @@ def _windows_identity(win):
             (':' + sanitize.list_item(t['version']) if t['version'] else '')
             for t in win.xen_tools)
     if win.static_interfaces:
+        from glance_xen_import.inspect import staticip   # Windows only
         found['xen_import_static_ip'] = sanitize.joined(
             (staticip.describe(i) for i in win.static_interfaces),
             separator=';')

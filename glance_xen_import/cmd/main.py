@@ -26,10 +26,8 @@ even SIGKILL leaves nothing there (at most a ``.DEST.partial-*`` file).
 import argparse
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 
 from glance_xen_import import exception
@@ -268,8 +266,7 @@ def main(argv=None):
         if args.command == 'convert':
             dest = _convert_destination(args)
         else:
-            scratch = tempfile.mkdtemp(prefix='xen-import-',
-                                       dir=args.workdir)
+            scratch = _make_scratch(args.workdir)
             dest = os.path.join(scratch, 'disk.raw')
         results = _run(args, dest)
         _print_reports(results, args)
@@ -284,7 +281,19 @@ def main(argv=None):
               EXIT_INTERNAL)
     finally:
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            _remove_scratch(scratch)
+
+
+# 'inspect' alone needs a scratch directory: tempfile and shutil are
+# imported there, so that 'convert' does not pay for them at start-up.
+def _make_scratch(workdir):
+    import tempfile
+    return tempfile.mkdtemp(prefix='xen-import-', dir=workdir)
+
+
+def _remove_scratch(path):
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _convert_destination(args):

@@ -22,8 +22,6 @@ import bz2
 import lzma
 import zlib
 
-import zstandard
-
 from glance_xen_import import exception
 
 GZIP_MAGIC = b'\x1f\x8b'
@@ -91,8 +89,7 @@ _FORMATS = {
 # read(n) returns at most n bytes; it needs no engine.
 _WHOLE_STREAM = {'zstd': ZSTD_MAGIC}
 
-_ERRORS = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError,
-           zstandard.ZstdError)
+_ERRORS = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError)
 
 
 class Decompressor(object):
@@ -114,6 +111,10 @@ class Decompressor(object):
             # Several frames in a row are read as one. The stream reader
             # does not say whether its input ended inside a frame: the
             # frame walker does.
+            # Imported here: most packages are not zstd, and the import
+            # costs a command-line run several milliseconds.
+            import zstandard
+            self._zstd_error = zstandard.ZstdError
             self._frames = _ZstdFrames(_Prefixed(first, stream))
             self._zstd = zstandard.ZstdDecompressor(
                 max_window_size=ZSTD_MAX_WINDOW).stream_reader(
@@ -142,7 +143,7 @@ class Decompressor(object):
         if self._zstd is not None:
             try:
                 data = self._zstd.read(size)
-            except _ERRORS as exc:
+            except _ERRORS + (self._zstd_error,) as exc:
                 raise exception.InvalidPackage(
                     '%s data is corrupt: %s' % (self.kind, exc))
             if size and not data and not self._frames.complete:

@@ -17,7 +17,6 @@ DSP0243 names SHA1 and SHA256; XenCenter writes SHA256 (older exports
 SHA1), with CRLF line ends. Names are matched against tar member names.
 """
 
-import hashlib
 import queue
 import re
 import threading
@@ -27,6 +26,8 @@ from glance_xen_import.formats import names
 
 MAX_MANIFEST_SIZE = 1 << 20
 ALGORITHMS = {'SHA1': 'sha1', 'SHA256': 'sha256', 'SHA512': 'sha512'}
+# Hex digits of each digest (FIPS 180-4 digest sizes).
+HEX_DIGITS = {'sha1': 40, 'sha256': 64, 'sha512': 128}
 _LINE = re.compile(r'^(SHA1|SHA256|SHA512)\((.+)\)\s*=\s*([0-9A-Fa-f]+)$')
 
 
@@ -51,11 +52,11 @@ def parse(data):
                 'manifest line %d is not "SHA256(name)= digest"' % number)
         algorithm = ALGORITHMS[match.group(1)]
         digest = match.group(3).lower()
-        if len(digest) != hashlib.new(algorithm).digest_size * 2:
+        if len(digest) != HEX_DIGITS[algorithm]:
             raise exception.InvalidPackage(
                 'manifest line %d: a %s digest has %d hex digits, not %d'
                 % (number, match.group(1), len(digest),
-                   hashlib.new(algorithm).digest_size * 2))
+                   HEX_DIGITS[algorithm]))
         try:
             name = names.member_name(match.group(2))
         except ValueError as exc:
@@ -126,6 +127,9 @@ class HashingReader(object):
     def __init__(self, stream, algorithms=('sha1', 'sha256'), worker=None):
         self._stream = stream
         self.algorithms = tuple(algorithms)
+        # Imported when a digest is due: loading OpenSSL costs a package
+        # without a manifest (and every start-up) milliseconds.
+        import hashlib
         self._hashes = {a: hashlib.new(a) for a in algorithms}
         self._digests = tuple(self._hashes.values())
         self._own_worker = worker is None

@@ -24,7 +24,6 @@ from glance_xen_import import exception
 from glance_xen_import.formats import names
 from glance_xen_import.formats import ova
 from glance_xen_import.formats import tarstream
-from glance_xen_import.formats import xva
 from glance_xen_import import options
 
 OVA = 'ova'
@@ -72,6 +71,9 @@ def read_package(stream, convert_disk, select, open_sink,
         raise exception.InvalidPackage('the tar archive is empty')
     kind = kind_of(first)
     if kind == XVA:
+        # Imported only for an XVA: an OVA's conversion (and the
+        # command-line start-up) does not pay for the XVA reader.
+        from glance_xen_import.formats import xva
         result = xva.read_members(first, members, select, open_sink,
                                   on_descriptor=on_descriptor,
                                   max_disk_size=max_disk_size)

@@ -20,7 +20,6 @@ that was never written as a hole too.
 
 import errno
 import os
-import secrets
 
 from glance_xen_import import exception
 
@@ -165,7 +164,7 @@ class SparseWriter(object):
         self.data_bytes = 0
         for _attempt in range(100):
             self.path = path if prefix is None else (
-                prefix + secrets.token_hex(4))
+                prefix + os.urandom(4).hex())
             try:
                 self._fd = os.open(self.path, _CREATE, 0o600)
                 return

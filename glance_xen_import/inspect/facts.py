@@ -18,15 +18,14 @@ inspection again and hand the new facts to the same policy.
 """
 
 import dataclasses
-import typing
 
 
 @dataclasses.dataclass
 class ServiceState:
     """A Windows service key (SYSTEM\\ControlSetNNN\\Services\\<name>)."""
     name: str
-    start: typing.Optional[int] = None
-    type: typing.Optional[int] = None
+    start: int | None = None
+    type: int | None = None
 
     @property
     def enabled(self):
@@ -46,31 +45,31 @@ class ClassFilter:
 class DriverPackage:
     """A published third-party driver (\\Windows\\inf\\oemN.inf)."""
     inf: str
-    provider: typing.Optional[str] = None
-    class_name: typing.Optional[str] = None
-    catalog: typing.Optional[str] = None
-    family: typing.Optional[str] = None
-    driver_ver: typing.Optional[str] = None
+    provider: str | None = None
+    class_name: str | None = None
+    catalog: str | None = None
+    family: str | None = None
+    driver_ver: str | None = None
 
 
 @dataclasses.dataclass
 class UnplugRequest:
     """Values asking QEMU to unplug the emulated disks or NICs."""
     key: str             # e.g. 'XEN\\ForceUnplug', under Services
-    values: typing.List[str] = dataclasses.field(default_factory=list)
+    values: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
 class StaticInterface:
     """A TCP/IP interface configured by hand (EnableDHCP=0)."""
     guid: str
-    addresses: typing.List[str] = dataclasses.field(default_factory=list)
-    gateways: typing.List[str] = dataclasses.field(default_factory=list)
-    dns: typing.List[str] = dataclasses.field(default_factory=list)
-    ipv6_dns: typing.List[str] = dataclasses.field(default_factory=list)
+    addresses: list[str] = dataclasses.field(default_factory=list)
+    gateways: list[str] = dataclasses.field(default_factory=list)
+    dns: list[str] = dataclasses.field(default_factory=list)
+    ipv6_dns: list[str] = dataclasses.field(default_factory=list)
     # The NIC's driver (Class\{4d36e972...}\NNNN ComponentId) and
     # whether it is a Xen PV NIC.
-    component_id: typing.Optional[str] = None
+    component_id: str | None = None
     xen_nic: bool = False
     # Entries that were not IP addresses (dropped, counted).
     invalid: int = 0
@@ -80,9 +79,9 @@ class StaticInterface:
 class VirtioDriver:
     """What the registry and driver store say about one virtio driver."""
     name: str
-    service: typing.Optional[ServiceState] = None
-    start_override: typing.Optional[int] = None
-    device_ids: typing.List[str] = dataclasses.field(default_factory=list)
+    service: ServiceState | None = None
+    start_override: int | None = None
+    device_ids: list[str] = dataclasses.field(default_factory=list)
     staged: bool = False
     boot_ready: bool = False
 
@@ -93,17 +92,17 @@ class BcdDevice:
     object_id: str
     element: str
     device_type: str
-    style: typing.Optional[str] = None
-    partition: typing.Optional[str] = None
-    disk: typing.Optional[str] = None
+    style: str | None = None
+    partition: str | None = None
+    disk: str | None = None
     checked: bool = False
-    matches: typing.Optional[bool] = None
+    matches: bool | None = None
 
 
 @dataclasses.dataclass
 class BcdStore:
     location: str
-    devices: typing.List[BcdDevice] = dataclasses.field(default_factory=list)
+    devices: list[BcdDevice] = dataclasses.field(default_factory=list)
     dirty: bool = False
 
     @property
@@ -115,42 +114,42 @@ class BcdStore:
 class WindowsFacts:
     location: str
     systemroot: str
-    product_name: typing.Optional[str] = None
-    current_version: typing.Optional[str] = None
-    major_version: typing.Optional[int] = None
-    minor_version: typing.Optional[int] = None
-    build: typing.Optional[str] = None
-    installation_type: typing.Optional[str] = None
-    edition: typing.Optional[str] = None
-    architecture: typing.Optional[str] = None
-    control_set: typing.Optional[str] = None
-    xen_services: typing.List[ServiceState] = dataclasses.field(
+    product_name: str | None = None
+    current_version: str | None = None
+    major_version: int | None = None
+    minor_version: int | None = None
+    build: str | None = None
+    installation_type: str | None = None
+    edition: str | None = None
+    architecture: str | None = None
+    control_set: str | None = None
+    xen_services: list[ServiceState] = dataclasses.field(
         default_factory=list)
-    xen_filters: typing.List[ClassFilter] = dataclasses.field(
+    xen_filters: list[ClassFilter] = dataclasses.field(
         default_factory=list)
     xen_force_unplug: bool = False
-    xen_products: typing.List[str] = dataclasses.field(default_factory=list)
-    xen_product_versions: typing.Dict[str, str] = dataclasses.field(
+    xen_products: list[str] = dataclasses.field(default_factory=list)
+    xen_product_versions: dict[str, str] = dataclasses.field(
         default_factory=dict)
     # Unplug requests still asking for something, the legacy event
     # channel driver's NOPVBoot (None: no such driver), PV devices seen
     # under Enum, and the generations of Xen tools (xentools.classify).
-    xen_unplug: typing.List[UnplugRequest] = dataclasses.field(
+    xen_unplug: list[UnplugRequest] = dataclasses.field(
         default_factory=list)
-    xen_nopvboot: typing.Optional[bool] = None
-    xen_hardware_ids: typing.List[str] = dataclasses.field(
+    xen_nopvboot: bool | None = None
+    xen_hardware_ids: list[str] = dataclasses.field(
         default_factory=list)
-    xen_tools: typing.List[dict] = dataclasses.field(default_factory=list)
-    static_interfaces: typing.List[StaticInterface] = dataclasses.field(
+    xen_tools: list[dict] = dataclasses.field(default_factory=list)
+    static_interfaces: list[StaticInterface] = dataclasses.field(
         default_factory=list)
-    driver_packages: typing.List[DriverPackage] = dataclasses.field(
+    driver_packages: list[DriverPackage] = dataclasses.field(
         default_factory=list)
-    virtio: typing.Dict[str, VirtioDriver] = dataclasses.field(
+    virtio: dict[str, VirtioDriver] = dataclasses.field(
         default_factory=dict)
-    dirty_hives: typing.List[str] = dataclasses.field(default_factory=list)
+    dirty_hives: list[str] = dataclasses.field(default_factory=list)
     hibernated: bool = False
-    hiberfile_signature: typing.Optional[str] = None
-    bcd: typing.List[BcdStore] = dataclasses.field(default_factory=list)
+    hiberfile_signature: str | None = None
+    bcd: list[BcdStore] = dataclasses.field(default_factory=list)
 
     @property
     def version(self):
@@ -183,7 +182,7 @@ class WindowsFacts:
 class Kernel:
     name: str
     pv_only: bool = False
-    evidence: typing.Optional[str] = None
+    evidence: str | None = None
 
 
 @dataclasses.dataclass
@@ -195,55 +194,55 @@ class BootEntry:
     """
     source: str
     kind: str   # grub2, bls, grub-legacy or symlink
-    title: typing.Optional[str] = None
-    kernel: typing.Optional[str] = None
-    initrds: typing.List[str] = dataclasses.field(default_factory=list)
-    cmdline: typing.Optional[str] = None
-    version: typing.Optional[str] = None
+    title: str | None = None
+    kernel: str | None = None
+    initrds: list[str] = dataclasses.field(default_factory=list)
+    cmdline: str | None = None
+    version: str | None = None
 
 
 @dataclasses.dataclass
 class Initramfs:
     """An initramfs, summarised; complete False if it was not read."""
     path: str
-    generator: typing.Optional[str] = None
-    compressions: typing.List[str] = dataclasses.field(default_factory=list)
+    generator: str | None = None
+    compressions: list[str] = dataclasses.field(default_factory=list)
     modules: int = 0
-    kernel_versions: typing.List[str] = dataclasses.field(
+    kernel_versions: list[str] = dataclasses.field(
         default_factory=list)
     complete: bool = False
-    reason: typing.Optional[str] = None
+    reason: str | None = None
     # KVM storage buses it can boot from; the drivers each one lacks.
-    buses: typing.List[str] = dataclasses.field(default_factory=list)
-    missing: typing.Dict[str, typing.List[str]] = dataclasses.field(
+    buses: list[str] = dataclasses.field(default_factory=list)
+    missing: dict[str, list[str]] = dataclasses.field(
         default_factory=dict)
 
 
 @dataclasses.dataclass
 class LinuxFacts:
     location: str
-    release_file: typing.Optional[str] = None
-    os_release: typing.Dict[str, str] = dataclasses.field(
+    release_file: str | None = None
+    os_release: dict[str, str] = dataclasses.field(
         default_factory=dict)
-    release_text: typing.Optional[str] = None
-    files_read: typing.List[str] = dataclasses.field(default_factory=list)
-    xvd_references: typing.List[str] = dataclasses.field(
+    release_text: str | None = None
+    files_read: list[str] = dataclasses.field(default_factory=list)
+    xvd_references: list[str] = dataclasses.field(
         default_factory=list)
-    xen_console: typing.List[str] = dataclasses.field(default_factory=list)
+    xen_console: list[str] = dataclasses.field(default_factory=list)
     # 'location:path:line' of lines binding a NIC to its Xen MAC address.
-    mac_bindings: typing.List[str] = dataclasses.field(default_factory=list)
-    kernels: typing.List[Kernel] = dataclasses.field(default_factory=list)
-    boot_location: typing.Optional[str] = None
-    boot_entry: typing.Optional[BootEntry] = None
-    initramfs: typing.Optional[Initramfs] = None
+    mac_bindings: list[str] = dataclasses.field(default_factory=list)
+    kernels: list[Kernel] = dataclasses.field(default_factory=list)
+    boot_location: str | None = None
+    boot_entry: BootEntry | None = None
+    initramfs: Initramfs | None = None
     # KVM storage buses (virtio-scsi, virtio-blk, ide, sata) the default
     # entry boots from, best first; None when nobody could tell.
-    kvm_buses: typing.Optional[typing.List[str]] = None
+    kvm_buses: list[str] | None = None
     # Drivers the best bus lacks (its primary drivers and dependencies).
-    missing_drivers: typing.List[str] = dataclasses.field(
+    missing_drivers: list[str] = dataclasses.field(
         default_factory=list)
     # A dracut rescue image (generic) that holds what the default lacks.
-    rescue_initramfs: typing.Optional[Initramfs] = None
+    rescue_initramfs: Initramfs | None = None
 
     @property
     def pv_only_kernel(self):
@@ -264,24 +263,24 @@ class VolumeInfo:
 
 @dataclasses.dataclass
 class GuestFacts:
-    os_type: typing.Optional[str] = None
-    distro: typing.Optional[str] = None
-    version: typing.Optional[str] = None
-    product_name: typing.Optional[str] = None
-    architecture: typing.Optional[str] = None
-    windows: typing.Optional[WindowsFacts] = None
-    linux: typing.Optional[LinuxFacts] = None
-    volumes: typing.List[VolumeInfo] = dataclasses.field(default_factory=list)
-    efi_loaders: typing.List[str] = dataclasses.field(default_factory=list)
-    boot_code: typing.Optional[bool] = None
+    os_type: str | None = None
+    distro: str | None = None
+    version: str | None = None
+    product_name: str | None = None
+    architecture: str | None = None
+    windows: WindowsFacts | None = None
+    linux: LinuxFacts | None = None
+    volumes: list[VolumeInfo] = dataclasses.field(default_factory=list)
+    efi_loaders: list[str] = dataclasses.field(default_factory=list)
+    boot_code: bool | None = None
     pv_guest: bool = False
     # The firmware the VM booted with on Xen when its package says so (an
     # XVA's HVM_boot_params): 'bios' or 'uefi'; None for OVA.
-    vm_firmware: typing.Optional[str] = None
-    notes: typing.List[str] = dataclasses.field(default_factory=list)
+    vm_firmware: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
     # What inspection could not read, in short fixed words ('SYSTEM hive
     # unreadable'): the facts above may then be missing what matters.
-    incomplete: typing.List[str] = dataclasses.field(default_factory=list)
+    incomplete: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self):
         """JSON-serialisable form for the CLI and task reports."""

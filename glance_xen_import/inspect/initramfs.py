@@ -28,11 +28,9 @@ import lzma
 import posixpath
 import re
 import struct
-import typing
 import zlib
 
 import lz4.block
-import zstandard
 
 # Bounds for untrusted input. A large distribution initramfs (firmware
 # included) unpacks to a few hundred MiB and some thousands of entries.
@@ -44,6 +42,9 @@ MAX_SEGMENTS = 64
 MAX_MODULES = 20000
 
 _CHUNK = 64 * 1024
+# What a damaged stream makes the decompressors raise (zstd adds its own).
+_CODEC_ERRORS = (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError,
+                 RuntimeError)
 # python-zstandard's decompressobj has no output bound, and zstd turns 4
 # bytes (an RLE block) into 128 KiB: 256-byte slices keep one call's
 # output under 8 MiB.
@@ -69,15 +70,15 @@ class Stop(Exception):
 @dataclasses.dataclass
 class Contents:
     """Names found in an initramfs (complete is False if it stopped)."""
-    modules: typing.Set[str] = dataclasses.field(default_factory=set)
-    builtin: typing.Set[str] = dataclasses.field(default_factory=set)
-    kernel_versions: typing.Set[str] = dataclasses.field(default_factory=set)
-    generator: typing.Optional[str] = None
-    compressions: typing.List[str] = dataclasses.field(default_factory=list)
+    modules: set[str] = dataclasses.field(default_factory=set)
+    builtin: set[str] = dataclasses.field(default_factory=set)
+    kernel_versions: set[str] = dataclasses.field(default_factory=set)
+    generator: str | None = None
+    compressions: list[str] = dataclasses.field(default_factory=list)
     entries: int = 0
     unpacked: int = 0
     complete: bool = False
-    reason: typing.Optional[str] = None
+    reason: str | None = None
 
 
 def module_name(filename):
@@ -161,6 +162,7 @@ class _Decompressed:
         self._done = False
         self.offset = 0
         self._lz4_started = False
+        self._errors = _CODEC_ERRORS
         if codec == 'gzip':
             self._obj = zlib.decompressobj(wbits=31)
         elif codec in ('xz', 'lzma'):
@@ -170,6 +172,9 @@ class _Decompressed:
         elif codec == 'bzip2':
             self._obj = bz2.BZ2Decompressor()
         elif codec == 'zstd':
+            # Imported when needed: it costs every start-up milliseconds.
+            import zstandard
+            self._errors = _CODEC_ERRORS + (zstandard.ZstdError,)
             self._obj = zstandard.ZstdDecompressor().decompressobj()
         else:
             self._obj = None
@@ -205,8 +210,7 @@ class _Decompressed:
                 self._fill_zlib()
             else:
                 self._fill_lzma_bz2()
-        except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError,
-                zstandard.ZstdError, RuntimeError) as exc:
+        except self._errors as exc:
             raise Stop('%s data damaged at offset %d: %s' % (
                 self._codec, self._raw.offset, exc))
 
