@@ -477,8 +477,8 @@ def print_summary(disk, loop, link, thin, rate, defaults):
                      lean.median, plain.cpu_median, lean.cpu_median))
     if defaults:
         print()
-        print('the settings (enabled_backends, %s chunks in the store and '
-              'the staging area) against Glance\'s defaults'
+        print('Glance\'s defaults -> the settings (enabled_backends, %s '
+              'chunks in the store and the staging area)'
               % bench.human(STORE_CHUNK))
         for tuned, plain in zip(loop, defaults):
             print('  %-36s time %.1fs -> %.1fs, CPU %.1fs -> %.1fs'
