@@ -24,8 +24,10 @@ work so that each revert undoes exactly what its task did:
                    beside it; its revert removes that file and the staged
                    data, which cannot be imported any more.
 ``PublishRaw``     records formats, sizes and properties on the image and
-                   swaps the staged OVA for the RAW; its revert restores
-                   the formats and properties it replaced.
+                   swaps the staged OVA for the RAW, which it starts
+                   reading ahead of Glance's upload (``readahead``); its
+                   revert restores the formats and properties it
+                   replaced.
 
 Glance itself is imported lazily so the package is usable without it.
 So is the converter: when Glance cannot load a plugin it logs and goes on
@@ -43,6 +45,7 @@ from taskflow import task
 from glance_xen_import import exception
 from glance_xen_import.glance import middleware
 from glance_xen_import.glance import progress as progress_mod
+from glance_xen_import.glance import readahead
 from glance_xen_import.glance import staging
 from glance_xen_import import progress_text
 from glance_xen_import import sanitize
@@ -243,6 +246,8 @@ class PublishRaw(task.Task):
                 virtual_size=xen_ova_result['virtual_size'])
             action.set_image_extra_properties(properties)
         remove_staged(file_path)
+        # Glance's upload reads the RAW next, in the thread that hashes it.
+        readahead.Readahead(xen_ova_result['path']).start()
         LOG.info('xen-ova import of image %s: RAW ready, properties %s',
                  self.action_wrapper.image_id,
                  ', '.join('%s=%s' % kv for kv in sorted(properties.items())))

@@ -189,12 +189,16 @@ class GlanceServer(object):
         glance-api.conf
     :param store_options: extra options of the store section(s), e.g.
         ``filesystem_thin_provisioning``
+    :param staging_options: extra options of the staging store's section
+        (``os_glance_staging_store``; with ``multistore`` only, Glance
+        builds the single-store staging area from defaults)
     """
 
     def __init__(self, workdir, multistore=False, web_download_port=None,
                  xen_ova_options=None, default_options=None,
                  workers_threads=8, workers=1, db_connection=None,
-                 store_dir=None, sections=None, store_options=None):
+                 store_dir=None, sections=None, store_options=None,
+                 staging_options=None):
         self.workdir = os.path.abspath(workdir)
         self.multistore = multistore
         self.web_download_port = web_download_port
@@ -207,6 +211,7 @@ class GlanceServer(object):
         self.store_dir = store_dir or os.path.join(self.workdir, 'images')
         self.sections = dict(sections or {})
         self.store_options = dict(store_options or {})
+        self.staging_options = dict(staging_options or {})
         self.etc = os.path.join(self.workdir, 'etc')
         self.staging_dir = os.path.join(self.workdir, 'staging')
         self.log_file = os.path.join(self.workdir, 'glance-api.log')
@@ -262,12 +267,14 @@ class GlanceServer(object):
                 lines += ['', '[%s]' % name,
                           'filesystem_store_datadir = %s' % path]
                 lines += self._store_option_lines()
-            for reserved, path in (
-                    ('os_glance_staging_store', self.staging_dir),
+            for reserved, path, options in (
+                    ('os_glance_staging_store', self.staging_dir,
+                     self.staging_options),
                     ('os_glance_tasks_store',
-                     os.path.join(self.workdir, 'tasks'))):
+                     os.path.join(self.workdir, 'tasks'), {})):
                 lines += ['', '[%s]' % reserved,
                           'filesystem_store_datadir = %s' % path]
+                lines += ['%s = %s' % kv for kv in sorted(options.items())]
         else:
             lines += ['stores = file,http', 'default_store = file',
                       'filesystem_store_datadir = %s' % stores['file']]

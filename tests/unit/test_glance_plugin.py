@@ -435,3 +435,30 @@ def test_converter_that_cannot_load_fails_the_import(monkeypatch, staging,
         "node (No module named 'pyfsext')")
     assert wrapper.image.status == 'queued'
     assert wrapper.image.container_format == 'ova'
+
+
+class RecordedReadahead(object):
+    started = []
+
+    def __init__(self, path):
+        self.path = path
+
+    def start(self):
+        self.started.append(self.path)
+        return self
+
+
+def test_published_raw_is_read_ahead_of_the_upload(monkeypatch, staging):
+    use_pipeline(monkeypatch, FakePipeline())
+    monkeypatch.setattr(RecordedReadahead, 'started', [])
+    monkeypatch.setattr(tasks.readahead, 'Readahead', RecordedReadahead)
+    run(FakeWrapper(FakeImage()), staging)
+    assert RecordedReadahead.started == [raw_path(staging)]
+
+
+def test_passed_through_data_is_not_read_ahead(monkeypatch, staging):
+    use_pipeline(monkeypatch, FakePipeline())
+    monkeypatch.setattr(RecordedReadahead, 'started', [])
+    monkeypatch.setattr(tasks.readahead, 'Readahead', RecordedReadahead)
+    run(FakeWrapper(FakeImage(container_format='bare')), staging)
+    assert RecordedReadahead.started == []
