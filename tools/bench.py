@@ -173,7 +173,10 @@ def measure(argv, workdir):
         argv = [TIME, '-q', '-f', '%M', '-o', rss_path] + argv
     with open(out_path, 'wb') as out, open(err_path, 'wb') as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err,
+        # In the work directory: ``python3 -c`` puts its working directory
+        # first on sys.path, and the source tree's package is not the
+        # installed one.
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=workdir,
                                 stdin=subprocess.DEVNULL)
         # wait4 rather than Popen.wait: it returns this child's rusage.
         _, status, usage = os.wait4(proc.pid, 0)
