@@ -37,16 +37,16 @@ then times each variant in a fresh process, ``--runs`` times, interleaved
 (c) ``qemu-img convert -f vpc -O raw`` on the already extracted VHD
 
 and, for context, (l) the OVA with its manifest last, (a') without the
-manifest check, (b') tar + sha256sum + qemu-img, and (h) SHA-256 of the
-VHD alone (hashlib, that is OpenSSL, in 4 MiB reads), the floor of (a):
-SHA-256 of one stream runs on one core. The targets are ratios to (c).
-Then (a) and (c) convert a 1 TiB disk with a few MiB of data, to show the
-cost follows the allocated bytes, not the virtual size; beside them, for context, (s) the interpreter
-starting with nothing to do, which no converter written in Python can
-avoid, and (i) it importing our command-line tool, what ours spends before
-it reads a byte. Peak RSS is the command's ru_maxrss as GNU time reports
-it (the largest of the process and the children it waited for).
-The page cache is warm and nothing is synced: the figures compare
+manifest check, (b') tar + sha256sum + qemu-img, and (h) SHA-256 of the VHD
+alone (hashlib, that is OpenSSL, in 4 MiB reads), the floor of (a): SHA-256
+of one stream runs on one core. The targets are ratios to (c). Then (a) and
+(c) convert a 1 TiB disk with a few MiB of data, to show the cost follows
+the allocated bytes, not the virtual size; beside them, for context, (s)
+the interpreter starting with nothing to do, which no converter written in
+Python can avoid, and (i) it importing our command-line tool, what ours
+spends before it reads a byte. Peak RSS is the command's ru_maxrss as GNU
+time reports it (the largest of the process and the children it waited
+for). The page cache is warm and nothing is synced: the figures compare
 converters on one machine, not disk throughput.
 
 ``tox -e bench`` installs the package as pip does for a deployment (a
