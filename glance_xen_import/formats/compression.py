@@ -108,13 +108,13 @@ class Decompressor(object):
         self._done = False
         self._zstd = None
         if kind in _WHOLE_STREAM:
-            # Several frames in a row are read as one. The stream reader
-            # does not say whether its input ended inside a frame: the
-            # frame walker does.
             # Imported here: most packages are not zstd, and the import
             # costs a command-line run several milliseconds.
             import zstandard
             self._zstd_error = zstandard.ZstdError
+            # Several frames in a row are read as one. The stream reader
+            # does not say whether its input ended inside a frame: the
+            # frame walker does.
             self._frames = _ZstdFrames(_Prefixed(first, stream))
             self._zstd = zstandard.ZstdDecompressor(
                 max_window_size=ZSTD_MAX_WINDOW).stream_reader(
