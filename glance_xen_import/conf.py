@@ -99,6 +99,17 @@ xen_ova_opts = [
                     'GET /v2/images/{id}/tasks. Each report also keeps the '
                     'task fresh, so the import lock of a long conversion '
                     'never expires.'),
+    cfg.IntOpt('readahead_mib',
+               default=256,
+               min=0,
+               help='After converting, read the RAW into the page cache '
+                    'from a thread of the plugin, at most this many MiB '
+                    'ahead of Glance\'s upload to the stores, so that the '
+                    'kernel zeroes the sparse RAW\'s holes on another core '
+                    'instead of in the thread where Glance hashes the data. '
+                    'It only reads, and needs /proc/self/fdinfo (Linux). '
+                    'This much page cache stays ahead of the upload while '
+                    'it runs. 0 turns it off.'),
 ]
 
 

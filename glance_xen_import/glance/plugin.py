@@ -76,10 +76,12 @@ def get_flow(**kwargs):
 
     opts = pipeline_options()
     interval = CONF[conf.GROUP].progress_interval
+    readahead_bytes = CONF[conf.GROUP].readahead_mib * 1024 * 1024
     return lf.Flow(task_type).add(
         tasks.CaptureImage(task_id, task_type, action_wrapper, import_req,
                            stores),
         tasks.ConvertOva(task_id, task_type, action_wrapper, opts, interval,
                          task_repo),
-        tasks.PublishRaw(task_id, task_type, action_wrapper),
+        tasks.PublishRaw(task_id, task_type, action_wrapper,
+                         readahead_bytes),
     )

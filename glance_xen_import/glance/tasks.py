@@ -226,8 +226,10 @@ class PublishRaw(task.Task):
 
     default_provides = 'file_path'
 
-    def __init__(self, task_id, task_type, action_wrapper):
+    def __init__(self, task_id, task_type, action_wrapper,
+                 readahead_bytes=readahead.DEFAULT_LEAD):
         self.action_wrapper = action_wrapper
+        self.readahead_bytes = readahead_bytes
         self.original = None
         self.added = ()
         super(PublishRaw, self).__init__(
@@ -247,7 +249,9 @@ class PublishRaw(task.Task):
             action.set_image_extra_properties(properties)
         remove_staged(file_path)
         # Glance's upload reads the RAW next, in the thread that hashes it.
-        readahead.Readahead(xen_ova_result['path']).start()
+        if self.readahead_bytes:
+            readahead.Readahead(xen_ova_result['path'],
+                                lead=self.readahead_bytes).start()
         LOG.info('xen-ova import of image %s: RAW ready, properties %s',
                  self.action_wrapper.image_id,
                  ', '.join('%s=%s' % kv for kv in sorted(properties.items())))

@@ -440,11 +440,12 @@ def test_converter_that_cannot_load_fails_the_import(monkeypatch, staging,
 class RecordedReadahead(object):
     started = []
 
-    def __init__(self, path):
+    def __init__(self, path, lead):
         self.path = path
+        self.lead = lead
 
     def start(self):
-        self.started.append(self.path)
+        self.started.append((self.path, self.lead))
         return self
 
 
@@ -453,7 +454,24 @@ def test_published_raw_is_read_ahead_of_the_upload(monkeypatch, staging):
     monkeypatch.setattr(RecordedReadahead, 'started', [])
     monkeypatch.setattr(tasks.readahead, 'Readahead', RecordedReadahead)
     run(FakeWrapper(FakeImage()), staging)
-    assert RecordedReadahead.started == [raw_path(staging)]
+    # The option's documented default: 256 MiB.
+    assert RecordedReadahead.started == [(raw_path(staging), 256 << 20)]
+
+
+@pytest.mark.parametrize('mib, started', [
+    (0, []),
+    (16, [16 << 20]),
+])
+def test_readahead_follows_its_option(monkeypatch, staging, mib, started):
+    use_pipeline(monkeypatch, FakePipeline())
+    monkeypatch.setattr(RecordedReadahead, 'started', [])
+    monkeypatch.setattr(tasks.readahead, 'Readahead', RecordedReadahead)
+    plugin.CONF.set_override('readahead_mib', mib, group='xen_ova')
+    try:
+        run(FakeWrapper(FakeImage()), staging)
+    finally:
+        plugin.CONF.clear_override('readahead_mib', group='xen_ova')
+    assert [lead for _path, lead in RecordedReadahead.started] == started
 
 
 def test_passed_through_data_is_not_read_ahead(monkeypatch, staging):
