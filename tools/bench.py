@@ -740,12 +740,18 @@ def parse_args(argv):
     return args
 
 
+def tools_missing(name, tools):
+    """Say which of ``tools`` are missing, on stderr; True if any is."""
+    missing = ovakit.missing_tools(*tools)
+    if missing:
+        print('%s: missing tools: %s' % (name, ', '.join(missing)),
+              file=sys.stderr)
+    return bool(missing)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    missing = ovakit.missing_tools(*REQUIRED_TOOLS)
-    if missing:
-        print('bench: missing tools: %s' % ', '.join(missing),
-              file=sys.stderr)
+    if tools_missing('bench', REQUIRED_TOOLS):
         return 1
     if args.workdir:
         os.makedirs(args.workdir, exist_ok=True)

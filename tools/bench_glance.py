@@ -218,15 +218,11 @@ def server_cpu(server):
     """CPU seconds glance-api's processes (one process group) have used."""
     ticks = os.sysconf('SC_CLK_TCK')
     total = 0
-    for pid in glance_server._live_members(server.process.pid):
-        try:
-            with open('/proc/%d/stat' % pid) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(')') + 2:].split()
-        # utime, stime, cutime, cstime: fields 14-17 of proc(5).
-        total += sum(int(v) for v in fields[11:15])
+    for pid in glance_server.live_members(server.process.pid):
+        fields = glance_server.proc_stat_fields(pid)
+        if fields:
+            # utime, stime, cutime, cstime: fields 14-17 of proc(5).
+            total += sum(int(v) for v in fields[11:15])
     return total / ticks
 
 
@@ -540,10 +536,7 @@ def main(argv=None):
         print('bench_glance: glance is not installed; run it with '
               '"tox -e bench"', file=sys.stderr)
         return 1
-    missing = bench.ovakit.missing_tools(*REQUIRED_TOOLS)
-    if missing:
-        print('bench_glance: missing tools: %s' % ', '.join(missing),
-              file=sys.stderr)
+    if bench.tools_missing('bench_glance', REQUIRED_TOOLS):
         return 1
     rate = args.link_mbit * 1e6 / 8
     workdir = tempfile.mkdtemp(prefix='gxi-bench-glance-', dir=args.workdir)

@@ -205,10 +205,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.convert:
         return convert(*args.convert)
-    missing = ovakit.missing_tools(*REQUIRED_TOOLS)
-    if missing:
-        print('bench_xva: missing tools: %s' % ', '.join(missing),
-              file=sys.stderr)
+    if bench.tools_missing('bench_xva', REQUIRED_TOOLS):
         return 1
     if args.workdir:
         os.makedirs(args.workdir, exist_ok=True)

@@ -151,18 +151,26 @@ def _tail(path, lines=60):
         return ''
 
 
-def _live_members(group):
+def proc_stat_fields(pid):
+    """The fields of /proc/PID/stat after ``pid (comm)``, or None if gone.
+
+    Field 3 of proc(5), the state, is index 0; comm may hold spaces.
+    """
+    try:
+        with open('/proc/%s/stat' % pid) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(')') + 2:].split()
+
+
+def live_members(group):
     """Processes of a process group that still run (zombies excluded)."""
     live = []
     for pid in filter(str.isdigit, os.listdir('/proc')):
-        try:
-            with open('/proc/%s/stat' % pid) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...; comm may hold spaces.
-        fields = stat[stat.rindex(')') + 2:].split()
-        if int(fields[2]) == group and fields[0] not in 'ZX':
+        fields = proc_stat_fields(pid)
+        # state ppid pgrp ...
+        if fields and int(fields[2]) == group and fields[0] not in 'ZX':
             live.append(int(pid))
     return live
 
@@ -410,7 +418,7 @@ class GlanceServer(object):
         # The workers die with the master but are reaped by init: wait
         # until none is left to write a byte.
         deadline = time.monotonic() + 30
-        while _live_members(group):
+        while live_members(group):
             if time.monotonic() > deadline:
                 raise GlanceError('glance-api workers outlived SIGKILL')
             time.sleep(0.05)
@@ -421,7 +429,7 @@ class GlanceServer(object):
     def worker_pids(self):
         """The gunicorn workers' process ids (the master excluded)."""
         group = self.process.pid
-        return sorted(pid for pid in _live_members(group) if pid != group)
+        return sorted(pid for pid in live_members(group) if pid != group)
 
     def restart(self, timeout=120):
         """(Re)start on this configuration, database, staging and socket."""
