@@ -32,7 +32,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -63,8 +62,8 @@ def postgres_missing():
 
 
 def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
+    # Below the ephemeral range, where no client connection takes it.
+    with glance_server._listening_socket() as sock:
         return sock.getsockname()[1]
 
 
@@ -100,7 +99,7 @@ class PostgresServer(object):
             raise glance_server.CommandFailed(argv, result)
         return result
 
-    def start(self, timeout=60):
+    def start(self, timeout=180):
         if os.geteuid() == 0:
             self._account = pwd.getpwnam(PG_USER)
         # Not under pytest's tmp_path: it is private to root.

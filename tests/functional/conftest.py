@@ -76,9 +76,15 @@ class Disk(object):
 
 
 class SlowDisk(object):
-    """A tool-made OVA whose conversion reads and hashes 1 GiB."""
+    """A tool-made OVA whose conversion reads and hashes 1 GiB.
 
-    def __init__(self, root, size=SLOW_DISK_SIZE, name='slow'):
+    Every 2 MiB block from 16 MiB on holds ``random_bytes`` of random data,
+    so every block is allocated and the gzipped OVA is a little larger
+    than the random data in all.
+    """
+
+    def __init__(self, root, size=SLOW_DISK_SIZE, name='slow',
+                 random_bytes=4096):
         base = os.path.join(root, name)
         self.raw = ovakit.make_raw_disk(base + '.src.raw', size,
                                         table='mbr', seed=11).path
@@ -86,7 +92,7 @@ class SlowDisk(object):
         with open(self.raw, 'r+b') as f:
             for offset in range(16 * MiB, size - 4 * MiB, 2 * MiB):
                 f.seek(offset + 64 * 1024)
-                f.write(rnd.randbytes(4096))
+                f.write(rnd.randbytes(random_bytes))
         self.vhd = ovakit.xen_vhd(self.raw, base + '.vhd', creator='caml')
         self.expected = ovakit.qemu_to_raw(self.vhd, base + '.expected.raw',
                                            size_calc='current_size')

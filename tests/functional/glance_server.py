@@ -29,6 +29,7 @@ import ctypes.util
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -37,6 +38,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+from tests.functional import taskhistory
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -121,11 +124,42 @@ def table_value(output, name):
     return ''.join(value)
 
 
+def _ephemeral_low(path='/proc/sys/net/ipv4/ip_local_port_range'):
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _listening_socket(port=0):
+    """A listening socket on 127.0.0.1:port, or on a free port if 0.
+
+    A free port is taken below the kernel's ephemeral range: a node killed
+    with ``release_port`` binds its port again on restart, and no client
+    connection made meanwhile can have been given that port as its own.
+    """
+    if port:
+        return _bind(port)
+    low = _ephemeral_low()
+    first = 20000 if low > 20200 else 1024
+    for candidate in random.Random().sample(range(first, low), 200):
+        try:
+            return _bind(candidate)
+        except OSError:
+            continue
+    raise GlanceError('no free port below %d on 127.0.0.1' % low)
+
+
+def _bind(port):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(('127.0.0.1', port))
-    sock.listen(64)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(('127.0.0.1', port))
+        sock.listen(64)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
 
@@ -223,6 +257,8 @@ class GlanceServer(object):
         self.etc = os.path.join(self.workdir, 'etc')
         self.staging_dir = os.path.join(self.workdir, 'staging')
         self.log_file = os.path.join(self.workdir, 'glance-api.log')
+        # Where a test asks a worker to hold an import (gate.py).
+        self.gate_dir = os.path.join(self.workdir, 'gate')
         self.gunicorn_log = os.path.join(self.workdir, 'gunicorn.log')
         self.sock = None
         self.process = None
@@ -328,25 +364,41 @@ class GlanceServer(object):
         env = {key: value for key, value in os.environ.items()
                if not key.startswith('OS_')}
         env['OS_GLANCE_CONFIG_DIR'] = self.etc
+        env['GXI_TEST_GATE_DIR'] = self.gate_dir
         # The paste file names tests.functional.fakeauth.
         env['PYTHONPATH'] = os.pathsep.join(
             [REPO_ROOT] + [p for p in [os.environ.get('PYTHONPATH')] if p])
         return env
 
+    @property
+    def sqlite_path(self):
+        """The database file, or None if the database is not sqlite."""
+        prefix = 'sqlite:///'
+        if self.db_connection.startswith(prefix):
+            return self.db_connection[len(prefix):]
+        return None
+
+    def task_messages(self, task_id):
+        """[(message, updated_at)] of every save of the task (sqlite)."""
+        return taskhistory.messages(self.sqlite_path, task_id)
+
     # -- life cycle ----------------------------------------------------
 
-    def start(self, timeout=120):
+    def start(self, timeout=300):
         self.sock = _listening_socket()
         self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
         return self.restart(timeout)
 
     def _start(self, timeout):
         self._write_config()
+        os.makedirs(self.gate_dir, exist_ok=True)
         self._run([sys.executable, '-c',
                    'import sys; from glance.cmd import manage; '
                    'sys.exit(manage.main())',
                    '--config-file', os.path.join(self.etc, 'glance-api.conf'),
                    'db_sync'], timeout=300)
+        if self.sqlite_path:
+            taskhistory.install(self.sqlite_path)
         fd = self.sock.fileno()
         argv = [sys.executable, '-m', 'gunicorn',
                 '--bind', 'fd://%d' % fd,
@@ -417,7 +469,7 @@ class GlanceServer(object):
         self.process = None
         # The workers die with the master but are reaped by init: wait
         # until none is left to write a byte.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while live_members(group):
             if time.monotonic() > deadline:
                 raise GlanceError('glance-api workers outlived SIGKILL')
@@ -431,7 +483,7 @@ class GlanceServer(object):
         group = self.process.pid
         return sorted(pid for pid in live_members(group) if pid != group)
 
-    def restart(self, timeout=120):
+    def restart(self, timeout=300):
         """(Re)start on this configuration, database, staging and socket."""
         if self.sock is None:
             self.sock = _listening_socket(int(self.url.rsplit(':', 1)[1]))
@@ -517,7 +569,7 @@ class GlanceServer(object):
             raise GlanceError('GET tasks %s: %s %r' % (image_id, status, doc))
         return doc['tasks']
 
-    def wait_for_import(self, image_id, timeout=300):
+    def wait_for_import(self, image_id, timeout=900):
         """Wait until the import task ended; return (image, last task)."""
         deadline = time.monotonic() + timeout
         while True:

@@ -20,8 +20,12 @@ database server would let both proceed. Starting every transaction with
 ``BEGIN IMMEDIATE`` and waiting up to a minute for the lock serialises
 them instead, so concurrent imports behave as they would on MySQL.
 Loaded with ``gunicorn -c python:tests.functional.gunicorn_conf`` before
-the worker imports Glance; nothing here touches the code under test.
+the worker imports Glance; nothing here touches the code under test,
+except that a worker started with ``GXI_TEST_GATE_DIR`` lets a test hold
+an import at a known point (tests/functional/gate.py).
 """
+
+import os
 
 from sqlalchemy import engine
 from sqlalchemy import event
@@ -49,3 +53,10 @@ def _begin_immediate(connection):
             and 'in_transaction' not in connection.info):
         connection.exec_driver_sql('BEGIN IMMEDIATE')
         connection.info['in_transaction'] = True
+
+
+def post_worker_init(worker):
+    gate_dir = os.environ.get('GXI_TEST_GATE_DIR')
+    if gate_dir:
+        from tests.functional import gate
+        gate.install(gate_dir)

@@ -36,11 +36,11 @@ import pytest
 
 from tests.functional import cluster as cluster_mod
 from tests.functional import conftest
+from tests.functional import gate
 from tests.functional import glance_server
 from tests.functional.test_glance_import import assert_imported
 from tests.functional.test_glance_import import create_via_import
 from tests.functional.test_glance_resilience import wait_for
-from tests.functional.test_glance_resilience import wait_for_growing_partial
 from tests.functional import workerstats
 
 FIGURES = os.path.join(sys.prefix, 'cluster-figures.json')
@@ -282,10 +282,15 @@ def test_node_killed_mid_conversion(cluster, disks, slow_disk, tmp_path):
     survivor = stage(b, slow_disk, 'converting-on-b')
     window = workerstats.Window(b.worker_pids())
 
+    # Both conversions are held once their partial RAWs hold data, so the
+    # kill comes mid-conversion on a and b's import is still running,
+    # however fast this machine converts.
+    gate.hold(a, killed)
+    gate.hold(b, survivor)
     b.glance('image-import', '--import-method', 'xen-ova', killed)
     b.glance('image-import', '--import-method', 'glance-direct', survivor)
-    partial = wait_for_growing_partial(a, killed)
-    wait_for_growing_partial(b, survivor)
+    partial = gate.wait_held(a, killed)
+    gate.wait_held(b, survivor)
     assert b.image(survivor)['status'] == 'importing'
     a.kill(release_port=True)
     try:
@@ -376,7 +381,8 @@ def _while_a_is_down(cluster, disks, slow_disk, tmp_path, killed, waiting,
     refused_while_down(b, 'image-delete', waiting)
     assert b.image(waiting)['status'] == 'uploading'
 
-    # The live node's own conversion went on and is right.
+    # The live node's own conversion goes on and is right.
+    gate.release(b, survivor)
     image, task = b.wait_for_import(survivor, timeout=600)
     assert task['status'] == 'success', (task, b.logs())
     assert image['status'] == 'active'

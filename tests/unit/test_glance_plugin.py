@@ -248,7 +248,7 @@ def test_entry_point_names_the_plugin():
 
 
 def test_options_registered_at_load():
-    assert plugin.CONF.xen_ova.progress_interval >= 1
+    assert plugin.CONF.xen_ova.progress_interval == 5
 
 
 def test_plain_image_passes_through(monkeypatch, staging):

@@ -101,6 +101,17 @@ def test_calls_closer_than_the_interval_write_nothing():
     assert repo.saved == []
 
 
+def test_interval_zero_writes_after_every_read():
+    # [xen_ova] progress_interval = 0: every call, even with no time gone.
+    repo = FakeTaskRepo()
+    report = tracker(repo, interval=0, clock=Clock())
+    for done in (1, 2, 3):
+        report(done * 1024 ** 2, 4 * 1024 ** 2)
+    assert repo.saved == [
+        'xen-ova: converting, %d.0 of 4.0 MiB read (%d%%), 0 MB/s'
+        % (done, done * 25) for done in (1, 2, 3)]
+
+
 def test_unknown_total_gives_bytes_and_rate():
     repo = FakeTaskRepo()
     clock = Clock()
