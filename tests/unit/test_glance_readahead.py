@@ -64,7 +64,7 @@ def cached_bytes(path):
     return sum(cached_pages(path)) * mmap.PAGESIZE
 
 
-def wait_until(predicate, what, limit=30.0):
+def wait_until(predicate, what, limit=300.0):
     deadline = time.monotonic() + limit
     while not predicate():
         assert time.monotonic() < deadline, 'still waiting for ' + what
