@@ -161,6 +161,22 @@ def extract_partition(raw, dest):
     return dest
 
 
+def xfs_file_start(part, path):
+    """(byte offset, block size) of a file's first block in an XFS image.
+
+    From xfs_db's block map, not from the code under test.
+    """
+    bmap = subprocess.run(['xfs_db', '-r', '-f', '-c', 'path %s' % path,
+                           '-c', 'bmap', '-c', 'sb 0', '-c',
+                           'p blocksize agblocks', part],
+                          capture_output=True, text=True, check=True).stdout
+    agno, agbno = (int(x) for x in re.search(r'\((\d+)/(\d+)\)',
+                                             bmap).groups())
+    block_size = int(re.search(r'blocksize = (\d+)', bmap).group(1))
+    agblocks = int(re.search(r'agblocks = (\d+)', bmap).group(1))
+    return (agno * agblocks + agbno) * block_size, block_size
+
+
 def differing_ranges(a, b, chunk=MiB):
     """Offsets where files a and b differ, as a sorted list."""
     found = []

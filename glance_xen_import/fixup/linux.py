@@ -33,6 +33,7 @@ from glance_xen_import.fixup import fscheck
 from glance_xen_import.fixup import inplace
 from glance_xen_import.fixup import linuxconf
 from glance_xen_import.inspect import filesystem
+from glance_xen_import.inspect import lvm
 from glance_xen_import.inspect import volume
 
 LOG = logging.getLogger(__name__)
@@ -256,23 +257,48 @@ def apply_linux_fixup(image_path, layout, guest, bus, scratch_dir):
                       list(linuxconf.ROOT_DIRECTORIES) + [
                           ('/boot/' + d, p, e) for d, p, e in boot_dirs])
     for location, files, directories in targets:
-        where = inplace.partition_extent(layout, location)
         kind = _kind(guest, location)
-        if where is None or kind not in _WRITERS:
+        if kind not in _WRITERS:
             result.not_edited.append(
-                '%s: %s file system not edited in place' % (
-                    location, 'a logical volume' if where is None
-                    else 'a %s' % kind))
+                '%s: a %s file system is not edited in place'
+                % (location, kind))
             continue
-        start, size = where
-        if size is None:
-            size = layout_size(image_path)
+        try:
+            start, size = _location_extent(image_path, layout, location)
+        except exception.GuestError as exc:
+            result.not_edited.append('%s: not edited in place: %s'
+                                     % (location, exc))
+            continue
         target = _Volume(image_path, location, start, size, kind, result)
         target.plan(files, directories, prefix)
         target.apply(scratch_dir)
     if result.files:
         LOG.info('Linux fixup applied: %s', ', '.join(result.files))
     return result
+
+
+def _location_extent(image_path, layout, location):
+    """(disk offset, size) of the file system at an inspection location.
+
+    A partition or the whole disk, or a linear logical volume that lies in
+    one run of a physical volume on one of those (LVM's metadata says
+    where, pyvslvm must agree).
+    """
+    where = inplace.partition_extent(layout, location)
+    if where is not None:
+        start, size = where
+        return start, layout_size(image_path) if size is None else size
+    parts = lvm.split_location(location)
+    container = parts and inplace.partition_extent(layout, parts[0])
+    if not container:
+        raise exception.GuestError('%s is neither a partition nor a '
+                                   'logical volume on one' % location)
+    start, size = container
+    with volume.ImageFile(image_path) as image:
+        if size is None:
+            size = image.size
+        return lvm.volume_disk_extent(image, start, size, parts[1],
+                                      parts[2])
 
 
 def layout_size(image_path):

@@ -69,6 +69,8 @@ class _Volumes:
                     incomplete.append('%s LVM unreadable' % location)
                     continue
                 self._physical_volumes.append(physical)
+                incomplete.extend('%s unreadable' % name
+                                  for name in physical.unreadable)
                 for name, fileobj in physical.volumes:
                     self._add(fileobj, name, incomplete)
                 continue

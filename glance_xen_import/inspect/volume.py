@@ -125,6 +125,39 @@ class Slice(_PositionalReader):
         return self._backing.pread(length, self._offset + offset)
 
 
+class Runs(_PositionalReader):
+    """Runs [(offset, length)] of a backing object, read one after another.
+
+    A linear logical volume whose extents lie in more than one piece.
+    """
+
+    def __init__(self, backing, runs):
+        super().__init__()
+        self._backing = backing
+        self._runs = list(runs)
+        self.size = sum(length for _, length in self._runs)
+
+    def pread(self, length, offset):
+        if length <= 0 or offset < 0:
+            return b''
+        pieces = []
+        at = 0                      # where the current run starts here
+        for start, run in self._runs:
+            if length <= 0:
+                break
+            if offset < at + run:
+                skip = offset - at
+                count = min(run - skip, length)
+                piece = self._backing.pread(count, start + skip)
+                pieces.append(piece)
+                if len(piece) < count:
+                    break
+                offset += count
+                length -= count
+            at += run
+        return b''.join(pieces)
+
+
 class EntryReader(_PositionalReader):
     """A file object over a file inside a filesystem (a libyal entry).
 

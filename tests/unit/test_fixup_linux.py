@@ -19,7 +19,6 @@ in tests/linuxkit.py.
 
 import errno
 import os
-import re
 import subprocess
 
 import pytest
@@ -148,20 +147,12 @@ def test_xfs_guest_fixed(tmp_path):
                            part],
                           capture_output=True).returncode == 0
     # Read the edited file's blocks where xfs_db says they are.
-    bmap = subprocess.run(['xfs_db', '-r', '-f', '-c', 'path /etc/fstab',
-                           '-c', 'bmap', '-c', 'sb 0', '-c',
-                           'p blocksize agblocks', part],
-                          capture_output=True, text=True, check=True).stdout
-    agno, agbno = (int(x) for x in re.search(r'\((\d+)/(\d+)\)',
-                                             bmap).groups())
-    block_size = int(re.search(r'blocksize = (\d+)', bmap).group(1))
-    agblocks = int(re.search(r'agblocks = (\d+)', bmap).group(1))
+    at, block_size = linuxkit.xfs_file_start(part, '/etc/fstab')
     with open(part, 'rb') as f:
-        f.seek((agno * agblocks + agbno) * block_size)
+        f.seek(at)
         head = f.read(len('/dev/sda1 / xfs defaults 0 0 \n'))
     assert head == b'/dev/sda1 / xfs defaults 0 0 \n'
-    start = ((agno * agblocks + agbno) * block_size
-             + linuxkit.PARTITION_START * linuxkit.SECTOR)
+    start = at + linuxkit.PARTITION_START * linuxkit.SECTOR
     assert all(start <= o < start + block_size or _edited_block(out, o)
                for o in linuxkit.differing_ranges(raw, out))
 
