@@ -110,7 +110,7 @@ def _volumes_from_metadata(fileobj, location, read, notes):
         return [], ['%s logical volume' % location]
     found = []
     unreadable = []
-    for lv_name in group.visible_volumes():
+    for lv_name in group.visible_volumes()[:MAX_LOGICAL_VOLUMES]:
         if lv_name in read:
             continue
         name = '%s/%s/%s' % (location, group.name, lv_name)
