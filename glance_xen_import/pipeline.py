@@ -323,7 +323,10 @@ def _fix_windows(dest_path, layout, guest, package_info, opts, on_step):
 
 def _fix_linux(dest_path, layout, guest, package_info, bus, opts,
                on_step):
-    """Apply the Linux fixup when allowed; return (guest, result)."""
+    """Apply the Linux fixup when allowed; return (guest, result).
+
+    bus is (hw_disk_bus, hw_scsi_model) as the policy chose them.
+    """
     if (opts.linux_fixup != options_mod.FIXUP_AUTO
             or getattr(guest, 'linux', None) is None):
         return guest, None
@@ -333,8 +336,8 @@ def _fix_linux(dest_path, layout, guest, package_info, bus, opts,
         return guest, None
     on_step(progress_text.STEP_FIX_LINUX)
     result = linux_fixup.apply_linux_fixup(
-        dest_path, layout, guest, bus,
-        os.path.dirname(os.path.abspath(dest_path)))
+        dest_path, layout, guest, bus[0],
+        os.path.dirname(os.path.abspath(dest_path)), scsi_model=bus[1])
     if result.applied:
         on_step(progress_text.STEP_REINSPECT)
         guest = guest_inspect.inspect_guest(dest_path, layout, package_info)
@@ -397,7 +400,9 @@ def _analyse(dest_path, package_info, disk, vm_disks, info, allocated,
     properties = policy.decide(guest, layout, package_info, info.source_tag,
                                opts)
     guest, linux_fixed = _fix_linux(dest_path, layout, guest, package_info,
-                                    properties['hw_disk_bus'], opts, on_step)
+                                    (properties['hw_disk_bus'],
+                                     properties.get('hw_scsi_model')),
+                                    opts, on_step)
     if linux_fixed is not None:
         properties = policy.decide(guest, layout, package_info,
                                    info.source_tag, opts)

@@ -205,6 +205,10 @@ class XfsFile(_UnixFile):
 
 def _runs(offsets):
     """Coalesce a set of byte offsets into sorted [start, end) runs."""
+    if isinstance(offsets, range) and offsets.step == 1:
+        if len(offsets):
+            yield offsets.start, offsets.stop
+        return
     run_start = previous = None
     for offset in sorted(offsets):
         if run_start is None:

@@ -30,6 +30,7 @@ import logging
 
 from glance_xen_import import exception
 from glance_xen_import.fixup import fscheck
+from glance_xen_import.fixup import initrd
 from glance_xen_import.fixup import inplace
 from glance_xen_import.fixup import linuxconf
 from glance_xen_import.inspect import filesystem
@@ -53,12 +54,15 @@ class LinuxFixupResult(object):
         self.not_edited = []   # 'location:/path: reason'
         self.changed_bytes = 0
         self._prefix = prefix.decode()
+        # initrd.Repair.report of the initramfs repair, once written.
+        self.initramfs = None
 
     @property
     def applied(self):
         """Short action names for xen_import_fixups_applied."""
         names = {'device-names': 'device-names:%s' % self._prefix,
-                 'console': 'console:tty0', 'mac-binding': 'mac-binding'}
+                 'console': 'console:tty0', 'mac-binding': 'mac-binding',
+                 initrd.EDIT: initrd.EDIT}
         done = {entry.rsplit(':', 1)[1] for entry in self.files}
         return [names[edit] for edit in sorted(done)]
 
@@ -69,16 +73,22 @@ class LinuxFixupResult(object):
     def to_dict(self):
         return {'applied': self.applied, 'files': list(self.files),
                 'not_edited': list(self.not_edited),
-                'changed_bytes': self.changed_bytes}
+                'changed_bytes': self.changed_bytes,
+                'initramfs': self.initramfs}
 
 
 def needs_linux_fixup(guest):
-    """True for a Linux guest whose configuration names Xen things."""
+    """True for a Linux guest that names Xen things or lacks KVM drivers.
+
+    That is: its configuration names Xen devices, consoles or MACs, or
+    its default initramfs holds no KVM storage driver.
+    """
     linux = getattr(guest, 'linux', None)
     if linux is None:
         return False
     return bool(linux.xvd_references or linux.xen_console
-                or getattr(linux, 'mac_bindings', None))
+                or getattr(linux, 'mac_bindings', None)
+                or initrd.needs_repair(guest))
 
 
 def _kind(guest, location):
@@ -117,6 +127,7 @@ class _Volume(object):
         self.kind = kind
         self.result = result
         self.edits = []   # (MappedFile, new bytes, changed offsets, names)
+        self.reports = {}  # id(MappedFile) -> report, for a repaired initrd
 
     def plan(self, files, directories, prefix):
         writer = _WRITERS[self.kind]
@@ -177,6 +188,8 @@ class _Volume(object):
                 self.result.files.append('%s:%s:%s' % (
                     self.location, mapped.path, name))
             self.result.changed_bytes += len(changed)
+            if id(mapped) in self.reports:
+                self.result.initramfs = self.reports[id(mapped)]
 
     def _refuse(self, reason):
         LOG.warning('Linux fixup not applied on %s: %s', self.location,
@@ -229,8 +242,12 @@ def _blocks(extents):
     return merged
 
 
-def apply_linux_fixup(image_path, layout, guest, bus, scratch_dir):
-    """Rewrite the guest's Xen names for a boot on ``bus`` (hw_disk_bus).
+def apply_linux_fixup(image_path, layout, guest, bus, scratch_dir,
+                      scsi_model=None):
+    """Make a Linux guest boot on ``bus`` (hw_disk_bus).
+
+    Its Xen names are rewritten, and its initramfs is given the drivers
+    of that bus (with scsi_model) if it holds no KVM storage driver.
 
     :returns: a LinuxFixupResult. Files it could not edit safely are
         listed in ``not_edited`` and left byte for byte as they were.
@@ -256,6 +273,7 @@ def apply_linux_fixup(image_path, layout, guest, bus, scratch_dir):
                           for name, edits in boot_files],
                       list(linuxconf.ROOT_DIRECTORIES) + [
                           ('/boot/' + d, p, e) for d, p, e in boot_dirs])
+    volumes = {}
     for location, files, directories in targets:
         kind = _kind(guest, location)
         if kind not in _WRITERS:
@@ -271,10 +289,76 @@ def apply_linux_fixup(image_path, layout, guest, bus, scratch_dir):
             continue
         target = _Volume(image_path, location, start, size, kind, result)
         target.plan(files, directories, prefix)
+        volumes[location] = target
+    if initrd.needs_repair(guest):
+        _plan_initrd(image_path, layout, guest, (bus, scsi_model),
+                     scratch_dir, volumes, result)
+    for target in volumes.values():
         target.apply(scratch_dir)
     if result.files:
         LOG.info('Linux fixup applied: %s', ', '.join(result.files))
     return result
+
+
+def _plan_initrd(image_path, layout, guest, bus, scratch_dir, volumes,
+                 result):
+    """Add the initramfs repair to the edits of the volume holding it."""
+    linux = guest.linux
+    where = linux.initramfs.path
+    location, _, path = where.partition(':')
+    entry = linux.boot_entry
+    count = len(entry.initrds) if entry is not None else 0
+    if count != 1 or ',' in where:
+        result.not_edited.append(
+            '%s: initramfs not repaired: the default entry loads %d initrd '
+            'files; only a single one is repaired' % (where, count))
+        return
+    kind = _kind(guest, location)
+    try:
+        if kind not in _WRITERS:
+            raise exception.GuestError('a %s file system is not edited in '
+                                       'place' % kind)
+        start, size = _location_extent(image_path, layout, location)
+        mapped = _WRITERS[kind](image_path, start, size, path,
+                                max_size=initrd.MAX_INITRD_BYTES)
+        repair = _repair(image_path, layout, guest, location, (start, size),
+                         mapped, bus, scratch_dir)
+    except exception.GuestError as exc:
+        LOG.warning('initramfs %s not repaired: %s', where, exc)
+        result.not_edited.append('%s: initramfs not repaired: %s'
+                                 % (where, exc))
+        return
+    target = volumes.get(location)
+    if target is None:
+        target = _Volume(image_path, location, start, size, kind, result)
+        volumes[location] = target
+    kept = repair.report['kept_prefix_bytes']
+    target.edits.append((mapped, repair.new, range(kept, mapped.size),
+                         [initrd.EDIT]))
+    target.reports[id(mapped)] = repair.report
+
+
+def _repair(image_path, layout, guest, location, extent, mapped, bus,
+            scratch_dir):
+    linux = guest.linux
+    root_extent = (extent if location == linux.location else
+                   _location_extent(image_path, layout, linux.location))
+    with volume.ImageFile(image_path) as image:
+        opened = []
+        try:
+            for where, (start, size) in ((linux.location, root_extent),
+                                         (location, extent)):
+                fs = filesystem.open_filesystem(image.slice(start, size),
+                                                where)
+                if fs is None:
+                    raise exception.GuestError('%s does not open' % where)
+                opened.append(fs)
+            return initrd.plan(bytes(mapped.data), mapped.path, location,
+                               opened[0], opened[1], guest, bus[0], bus[1],
+                               scratch_dir)
+        finally:
+            for fs in opened:
+                fs.close()
 
 
 def _location_extent(image_path, layout, location):

@@ -75,6 +75,8 @@ class Contents:
     kernel_versions: set[str] = dataclasses.field(default_factory=set)
     generator: str | None = None
     compressions: list[str] = dataclasses.field(default_factory=list)
+    # (codec, start, end) of each segment: its byte range in the file.
+    segments: list[tuple] = dataclasses.field(default_factory=list)
     entries: int = 0
     unpacked: int = 0
     complete: bool = False
@@ -307,16 +309,26 @@ def _skip(stream, count, what):
         count -= len(data)
 
 
+def _copy(stream, count, what, sink):
+    while count > 0:
+        data = stream.read(min(count, _CHUNK))
+        if not data:
+            raise Stop('archive ends inside %s' % what)
+        sink.write(data)
+        count -= len(data)
+
+
 def _pad(offset):
     return (4 - offset % 4) % 4
 
 
 class _Reader:
 
-    def __init__(self, limits):
+    def __init__(self, limits, visit=None):
         self.limits = limits
         self.contents = Contents()
         self.budget = _Budget(limits['unpacked'])
+        self.visit = visit
 
     def archive(self, stream):
         """One cpio archive from stream, up to and with TRAILER!!!."""
@@ -343,10 +355,13 @@ class _Reader:
             self.contents.entries += 1
             if self.contents.entries > self.limits['entries']:
                 raise Stop('more than %d entries' % self.limits['entries'])
-            self.entry(stream, name.lstrip('./').lstrip('/'), mode, size)
+            name = name.lstrip('./').lstrip('/')
+            sink = self.visit and self.visit(
+                len(self.contents.segments), name, mode, size)
+            self.entry(stream, name, mode, size, sink)
             _skip(stream, _pad(stream.offset), 'padding')
 
-    def entry(self, stream, name, mode, size):
+    def entry(self, stream, name, mode, size, sink=None):
         contents = self.contents
         is_file = (mode & 0o170000) == 0o100000
         module = _MODULE.match(name)
@@ -363,8 +378,13 @@ class _Reader:
             data = _read_exact(stream, size, name)
             contents.builtin |= parse_builtin(data.decode('utf-8', 'replace'))
             contents.kernel_versions.add(builtin.group(1))
+            if sink is not None:
+                sink.write(data)
             return
-        _skip(stream, size, name)
+        if sink is not None:
+            _copy(stream, size, name, sink)
+        else:
+            _skip(stream, size, name)
 
     def segments(self, raw):
         count = 0
@@ -373,18 +393,21 @@ class _Reader:
             if count > MAX_SEGMENTS:
                 raise Stop('more than %d segments' % MAX_SEGMENTS)
             head = raw.peek(6)
+            start = raw.offset
             if head[:5] == b'07070':
                 if raw.offset % 4:
                     raise Stop('cpio archive at unaligned offset %d' %
                                raw.offset)
                 self.contents.compressions.append('none')
                 self.archive(_Counted(raw, self.budget))
+                self.contents.segments.append(('none', start, raw.offset))
                 continue
             codec = _codec(head)
             if codec is None:
                 raise Stop('unknown data at offset %d' % raw.offset)
             self.contents.compressions.append(codec)
             self.compressed(_Decompressed(raw, codec, self.budget))
+            self.contents.segments.append((codec, start, raw.offset))
 
     def compressed(self, stream):
         # Several archives may follow one another inside one segment.
@@ -418,14 +441,16 @@ class _Counted:
 
 
 def read(fileobj, unpacked=MAX_UNPACKED, entries=MAX_ENTRIES, name=MAX_NAME,
-         small_file=MAX_SMALL_FILE):
+         small_file=MAX_SMALL_FILE, visit=None):
     """Contents of the initramfs in fileobj (read from where it is).
 
     Never raises for a bad image: Contents.complete is False and
-    Contents.reason says where and why reading stopped.
+    Contents.reason says where and why reading stopped. visit, if given,
+    is called as visit(segment index, name, mode, size) for each entry
+    and may return a file-like sink that then receives the entry's data.
     """
     reader = _Reader({'unpacked': unpacked, 'entries': entries,
-                      'name': name, 'small_file': small_file})
+                      'name': name, 'small_file': small_file}, visit)
     try:
         reader.segments(_Raw(fileobj))
         if not reader.contents.compressions:
@@ -437,3 +462,38 @@ def read(fileobj, unpacked=MAX_UNPACKED, entries=MAX_ENTRIES, name=MAX_NAME,
         reader.contents.reason = 'read error: %s' % exc
     reader.contents.unpacked = reader.budget.used
     return reader.contents
+
+
+def unpack(fileobj, segments, sink, unpacked=MAX_UNPACKED):
+    """Write the cpio stream of segments (from read()) into sink.
+
+    Compressed segments are decompressed, plain ones copied; each is
+    padded to 4 bytes so the archives stay aligned as the kernel wants.
+    Raises Stop if the data is damaged or unpacks to more than unpacked.
+    """
+    budget = _Budget(unpacked)
+    written = 0
+    for codec, start, end in segments:
+        fileobj.seek(start)
+        raw = _Raw(fileobj)
+        if codec == 'none':
+            stream = _Counted(raw, budget)
+            remaining = end - start
+            while remaining > 0:
+                data = stream.read(min(remaining, _CHUNK))
+                if not data:
+                    raise Stop('plain segment truncated at offset %d' %
+                               raw.offset)
+                sink.write(data)
+                written += len(data)
+                remaining -= len(data)
+        else:
+            stream = _Decompressed(raw, codec, budget)
+            while not stream.at_end():
+                data = stream.read(_CHUNK)
+                sink.write(data)
+                written += len(data)
+        pad = _pad(written)
+        sink.write(b'\0' * pad)
+        written += pad
+    return written
