@@ -27,10 +27,11 @@ needs. The repair, with no guest code run:
    rd.driver.pre in etc/cmdline.d (dracut);
 4. writes the image back at its exact size, in its own blocks: any
    early-microcode archive in front kept byte for byte, the main archive
-   recompressed with the strongest compressor the kernel unpacks
-   (CONFIG_RD_* in /boot/config-<version>), then a cpio archive of the
-   added files (the kernel unpacks archives in order, later entries
-   replacing earlier ones), then zeros, which the kernel skips.
+   rewritten with the added files in it (the indexes and loader
+   configuration it had are replaced, every other entry is copied byte
+   for byte) and recompressed with the strongest compressor the kernel
+   unpacks (CONFIG_RD_* in /boot/config-<version>), then zeros, which
+   the kernel skips.
 
 Where any step cannot be done safely (no room, kernel config unknown, a
 path in the initramfs that is a link, a module outside the module tree),
@@ -578,11 +579,18 @@ def _compose(data, contents, collector, entries, config, scratch):
     if not body_segments:
         raise exception.GuestError('the initramfs holds only early '
                                    'microcode')
-    with tempfile.TemporaryFile(dir=scratch) as body:
-        # unpack() pads each segment to 4 bytes: the appended archive
-        # starts aligned, as the kernel requires.
+    drop = {name for name, _, body in entries if body is not None}
+    with tempfile.TemporaryFile(dir=scratch) as body, \
+            tempfile.TemporaryFile(dir=scratch) as rewritten:
+        # unpack() pads each segment to 4 bytes, keeping every archive
+        # aligned as the kernel requires.
         initramfs.unpack(io.BytesIO(data), body_segments, body)
-        appended = io.BytesIO(cpio.newc_archive(entries))
+        body.seek(0)
+        try:
+            cpio.filter_archives(body, rewritten, drop,
+                                 cpio.newc_entries(entries))
+        except cpio.Damaged as exc:
+            raise exception.GuestError('the main archive: %s' % exc)
         room = len(data) - prefix
         tried = []
         for name, option, make in COMPRESSORS:
@@ -590,7 +598,7 @@ def _compose(data, contents, collector, entries, config, scratch):
                 continue
             tried.append(name)
             try:
-                packed = _compress(make, [body, appended], room)
+                packed = _compress(make, [rewritten], room)
             except _TooBig:
                 continue
             new = data[:prefix] + packed + b'\0' * (room - len(packed))

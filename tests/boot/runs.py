@@ -71,7 +71,8 @@ class BootPool(object):
     # is mode auto on the guest's disk packed as a zstd XVA with a data
     # disk (tests/xvakit), as xe vm-export compress=zstd writes it.
     PLANNED = (('xen-names', 'auto'), ('xen-names', 'report'),
-               ('xen-initramfs', 'auto'), ('clean', 'auto'),
+               ('xen-initramfs', 'auto'), ('xen-initramfs', 'report'),
+               ('clean', 'auto'),
                ('hvc0-only', 'auto'), ('xen-names', 'xva'))
 
     def __init__(self, guests, workdir, accel):

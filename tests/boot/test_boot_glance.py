@@ -19,18 +19,23 @@ returns for it -- what Nova would do.
 
 import os
 
+import pytest
+
 from tests.boot import runs
 from tests.functional import glance_server
 
 PROPERTY_PREFIXES = ('hw_', 'os_', 'xen_import_')
 
 
-def test_xen_names_imported_through_glance_boots(glance, guests, boot_dir,
-                                                 accel, boots):
+# xen-names: Xen device names and consoles edited; xen-initramfs: an
+# initramfs with only xen-blkfront, repaired.
+@pytest.mark.parametrize('name', ['xen-names', 'xen-initramfs'])
+def test_xen_guest_imported_through_glance_boots(name, glance, guests,
+                                                 boot_dir, accel, boots):
     # ``boots`` is asked for so the queued CLI boots run meanwhile.
     created = glance.glance(
-        'image-create-via-import', '--name', 'xen-names',
-        '--file', guests['xen-names'].ova, '--import-method', 'xen-ova',
+        'image-create-via-import', '--name', name,
+        '--file', guests[name].ova, '--import-method', 'xen-ova',
         '--container-format', 'bare', '--disk-format', 'raw', timeout=600)
     image_id = glance_server.image_id(created.stdout)
     image, task = glance.wait_for_import(image_id, timeout=600)
@@ -39,10 +44,12 @@ def test_xen_names_imported_through_glance_boots(glance, guests, boot_dir,
     properties = {k: v for k, v in image.items()
                   if k.startswith(PROPERTY_PREFIXES)}
 
-    stored = os.path.join(boot_dir, 'glance-xen-names.raw')
+    assert properties['xen_import_fixup_required'] == 'false', properties
+    stored = os.path.join(boot_dir, 'glance-%s.raw' % name)
     glance.glance('image-download', '--file', stored, image_id, timeout=600)
     assert os.path.getsize(stored) == image['size']
     result = runs.boot_and_record(
-        stored, properties, os.path.join(boot_dir, 'glance.serial.log'),
-        accel, 'xen-names (glance)')
+        stored, properties,
+        os.path.join(boot_dir, 'glance-%s.serial.log' % name),
+        accel, '%s (glance)' % name)
     runs.assert_booted_on_named_bus(properties, result)
