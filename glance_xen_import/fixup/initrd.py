@@ -82,7 +82,8 @@ DRACUT_CMDLINE = 'etc/cmdline.d/90-glance-xen-import.conf'
 TOOLS_MODULES = 'conf/modules'
 
 _SAFE_COMPONENT = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.+,=-]{0,254}$')
-_EARLY = re.compile(r'^(?:early_cpio|kernel(?:/x86(?:/microcode'
+# What an early-microcode archive holds ('' is its '.' entry).
+_EARLY = re.compile(r'^(?:|early_cpio|kernel(?:/x86(?:/microcode'
                     r'(?:/[^/]+)?)?)?)$')
 _CONFIG_RD = re.compile(r'^(CONFIG_RD_[A-Z0-9]+)=y\s*$', re.M)
 _CHUNK = 1024 * 1024
@@ -461,8 +462,8 @@ def _plan(data, initrd_path, location, root, linux, bus, version, config,
     indexes = _indexes(tree, version, [paths[n] for n in added])
     entries = _entries(collector, base, new_files, indexes, generator,
                        drivers, builtin)
-    new, compression = _compose(data, contents, collector, entries, config,
-                                scratch)
+    new, compression, readable = _compose(data, contents, collector,
+                                          entries, config, scratch)
     _verify(new, contents, added, builtin, deps, bus)
     report = {
         'path': '%s:%s' % (location, initrd_path), 'generator': generator,
@@ -473,6 +474,8 @@ def _plan(data, initrd_path, location, root, linux, bus, version, config,
             '+'.join(c for c, _, _ in contents.segments), compression),
         'kept_prefix_bytes': _prefix_end(contents, collector),
         'original_kept': False,
+        # False when only the kernel, not unmkinitramfs, reads the result.
+        'tool_readable': readable,
     }
     return Repair(location, initrd_path, new, report)
 
@@ -572,8 +575,35 @@ def _prefix_end(contents, collector):
     return len(contents.segments) and contents.segments[-1][2]
 
 
+def _tool_readable(name, slack):
+    """Whether xz/gzip/bzip2's own tools accept slack zeros after a stream.
+
+    The kernel skips any zeros; xz only takes padding in 4-byte units,
+    gzip and bzip2 ignore it, zstd refuses it.
+    """
+    if name == 'xz':
+        return slack % 4 == 0
+    return name in ('gzip', 'bzip2')
+
+
+def _candidates(config, room):
+    """(name, compressor, tool-readable wanted) in the order to try.
+
+    First the results initramfs-tools' unmkinitramfs can list as well,
+    then, if none fits, what only the kernel reads.
+    """
+    usable = [(name, make) for name, option, make in COMPRESSORS
+              if option in config]
+    for name, make in usable:
+        if name != 'zstd':
+            yield name, make, True
+    for name, make in usable:
+        if name in ('xz', 'zstd'):
+            yield name, make, False
+
+
 def _compose(data, contents, collector, entries, config, scratch):
-    """(new image bytes, compressor name) at len(data) bytes exactly."""
+    """(new bytes at len(data) exactly, compressor, tool-readable)."""
     prefix = _prefix_end(contents, collector)
     body_segments = [s for s in contents.segments if s[1] >= prefix]
     if not body_segments:
@@ -593,16 +623,17 @@ def _compose(data, contents, collector, entries, config, scratch):
             raise exception.GuestError('the main archive: %s' % exc)
         room = len(data) - prefix
         tried = []
-        for name, option, make in COMPRESSORS:
-            if option not in config:
-                continue
-            tried.append(name)
+        for name, make, readable in _candidates(config, room):
+            if name not in tried:
+                tried.append(name)
             try:
                 packed = _compress(make, [rewritten], room)
             except _TooBig:
                 continue
+            if readable and not _tool_readable(name, room - len(packed)):
+                continue
             new = data[:prefix] + packed + b'\0' * (room - len(packed))
-            return new, name
+            return new, name, readable
     if not tried:
         raise exception.GuestError('the kernel config enables none of '
                                    'xz, zstd, bzip2, gzip for initramfs')
