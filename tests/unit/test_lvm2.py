@@ -292,10 +292,15 @@ def test_undamaged_copy_reads(tmp_path):
     assert pv.read().linear_extent('root') == _relative(pv.disk, 'root')
 
 
-def test_label_checksum_checked(tmp_path):
+# One bit flipped inside a checksummed structure: (where, offset, reason).
+@pytest.mark.parametrize('where, offset, reason', [
+    ('label', 40, 'the LVM2 label checksum is wrong'),
+    ('mda', 100, 'the metadata area header checksum is wrong'),
+])
+def test_checksums_checked(tmp_path, where, offset, reason):
     pv = _Damaged(tmp_path)
-    pv.data[pv.label + 40] ^= 1
-    assert pv.refusal() == 'the LVM2 label checksum is wrong'
+    pv.data[getattr(pv, where) + offset] ^= 1
+    assert pv.refusal() == reason
 
 
 def test_no_label(tmp_path):
@@ -324,12 +329,6 @@ def test_metadata_area_outside_the_volume(tmp_path):
     struct.pack_into('<Q', pv.data, at, pv.size)
     pv.seal_label()
     assert pv.refusal() == 'a metadata area lies outside the physical volume'
-
-
-def test_metadata_header_checksum_checked(tmp_path):
-    pv = _Damaged(tmp_path)
-    pv.data[pv.mda + 100] ^= 1
-    assert pv.refusal() == 'the metadata area header checksum is wrong'
 
 
 def test_metadata_text_checksum_checked(tmp_path):
