@@ -177,6 +177,14 @@ def xfs_file_start(part, path):
     return (agno * agblocks + agbno) * block_size, block_size
 
 
+def xfs_file_ag(part, path):
+    """The allocation group of a file's first block, from xfs_db."""
+    bmap = subprocess.run(['xfs_db', '-r', '-f', '-c', 'path %s' % path,
+                           '-c', 'bmap', part],
+                          capture_output=True, text=True, check=True).stdout
+    return int(re.search(r'\((\d+)/\d+\)', bmap).group(1))
+
+
 def differing_ranges(a, b, chunk=MiB):
     """Offsets where files a and b differ, as a sorted list."""
     found = []

@@ -23,6 +23,7 @@ compressed, unwritten extents) are refused.
 
 import os
 import stat
+import struct
 
 import pyfsext
 import pyfsntfs
@@ -111,12 +112,17 @@ class MappedFile(object):
                 raise exception.GuestError(
                     '%s is sparse, compressed or unwritten; it is not '
                     'patched in place' % self.path)
+            offset = self._partition_offset(offset)
             if (offset < 0 or length <= 0
                     or offset + length > partition_size):
                 raise exception.GuestError(
                     '%s has an extent outside its file system' % self.path)
             extents.append((offset, length))
         return self._file_extents(extents, partition_start)
+
+    def _partition_offset(self, offset):
+        """The byte offset in the partition of an extent the reader gave."""
+        return offset
 
     def _file_extents(self, extents, partition_start):
         mapped = []
@@ -201,6 +207,60 @@ class XfsFile(_UnixFile):
 
     reader = pyfsxfs
     kind = 'xfs'
+
+    def _extents(self, entry, partition_start, partition_size):
+        with open(self.image_path, 'rb') as f:
+            superblock = os.pread(f.fileno(), XFS_SUPERBLOCK_BYTES,
+                                  partition_start)
+        self._geometry = xfs_geometry(superblock, partition_size)
+        return super()._extents(entry, partition_start, partition_size)
+
+    def _partition_offset(self, offset):
+        # libfsxfs gives an extent's offset as its file system block
+        # number times the block size. That number is the allocation
+        # group's number shifted by agblklog, then the block in the group:
+        # linear only where a group's block count is a power of two.
+        blocksize, agblocks, agblklog, agcount = self._geometry
+        if offset < 0 or offset % blocksize:
+            raise exception.GuestError('%s has an extent off its block '
+                                       'size' % self.path)
+        fsblock = offset // blocksize
+        agno, agbno = fsblock >> agblklog, fsblock & ((1 << agblklog) - 1)
+        if agno >= agcount or agbno >= agblocks:
+            raise exception.GuestError(
+                '%s has an extent outside its file system' % self.path)
+        return (agno * agblocks + agbno) * blocksize
+
+
+XFS_SUPERBLOCK_BYTES = 128
+
+
+def xfs_geometry(superblock, partition_size):
+    """(blocksize, agblocks, agblklog, agcount) of an XFS superblock.
+
+    Checked against each other and against the partition's size.
+    """
+    if (len(superblock) < XFS_SUPERBLOCK_BYTES
+            or superblock[:4] != b'XFSB'):
+        raise exception.GuestError('no XFS superblock')
+    blocksize = struct.unpack_from('>I', superblock, 4)[0]
+    agblocks, agcount = struct.unpack_from('>II', superblock, 84)
+    agblklog = superblock[124]
+    if (blocksize < 512 or blocksize > 65536
+            or blocksize & (blocksize - 1)):
+        raise exception.GuestError('XFS block size %d is not one XFS '
+                                   'makes' % blocksize)
+    # agblklog is log2 of agblocks rounded up (xfs_highbit32 + 1).
+    if (agblocks < 1 or agcount < 1 or agblklog > 31
+            or (1 << agblklog) < agblocks
+            or (agblklog and (1 << (agblklog - 1)) >= agblocks)):
+        raise exception.GuestError(
+            'XFS allocation groups do not add up (agblocks %d, agblklog '
+            '%d, agcount %d)' % (agblocks, agblklog, agcount))
+    if (agcount - 1) * agblocks * blocksize >= partition_size:
+        raise exception.GuestError('XFS allocation groups lie beyond the '
+                                   'partition')
+    return blocksize, agblocks, agblklog, agcount
 
 
 def _runs(offsets):

@@ -133,12 +133,20 @@ def test_clean_guest_comes_out_identical(tmp_path):
     assert 'xen_import_findings' not in report['properties']
 
 
-def test_xfs_guest_fixed(tmp_path):
+# At 60 MiB mkfs.xfs makes two allocation groups of 7680 blocks, not a
+# power of two, and puts /etc (so /etc/fstab) in the second: its file
+# system block numbers are then not linear offsets.
+@pytest.mark.parametrize('size, fstab_ag', [(24 * linuxkit.MiB, None),
+                                            (60 * linuxkit.MiB, 1)])
+def test_xfs_guest_fixed(tmp_path, size, fstab_ag):
     if ovakit.missing_tools('mkfs.xfs', 'xfs_db', 'xfs_repair'):
         pytest.skip('needs xfsprogs')
     files = dict(linuxkit.XEN_FILES)
     files['/etc/fstab'] = '/dev/xvda1 / xfs defaults 0 0\n'
-    raw, ova = _guest(tmp_path, files, fstype='xfs')
+    image = linuxkit.volume(str(tmp_path), files, 'xfs', size)
+    if fstab_ag is not None:
+        assert linuxkit.xfs_file_ag(image, '/etc/fstab') == fstab_ag
+    raw, ova = _guest(tmp_path, files, fstype='xfs', image=image)
     out = str(tmp_path / 'out.raw')
     props = _convert(ova, out)['properties']
     assert 'device-names:sd' in props['xen_import_fixups_applied']
