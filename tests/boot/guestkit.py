@@ -39,6 +39,8 @@ import tarfile
 import tempfile
 import uuid
 
+from tests.boot import lvmguest
+from tests.boot import qemu
 from tests import ovakit
 
 MiB = ovakit.MiB
@@ -47,13 +49,15 @@ DISK_SIZE = 1024 * MiB
 PART_OFFSET = 1 * MiB
 GRUB_DIR = '/usr/lib/grub/i386-pc'
 SOURCES = '/etc/apt/sources.list.d/debian.sources'
-MARKER_OK = 'GXI-BOOT-OK'
-MARKER_BAD = 'GXI-BOOT-BAD'
+MARKER_OK = qemu.MARKER_OK
+MARKER_BAD = qemu.MARKER_BAD
+MARKER_MOUNT = 'GXI-BOOT-MOUNT'
 XEN_MAC = '00:16:3e:5a:17:c2'
-TOOLS = ('mmdebstrap', 'mkfs.ext4', 'sfdisk', 'grub-mkimage', 'qemu-img')
+TOOLS = ('mmdebstrap', 'mkfs.ext4', 'sfdisk', 'grub-mkimage', 'qemu-img',
+         'cpio')
 
-PACKAGES = ('linux-image-cloud-amd64', 'systemd-sysv', 'udev', 'kmod',
-            'initramfs-tools', 'grub-pc', 'e2fsprogs', 'util-linux')
+BASE_PACKAGES = ('linux-image-cloud-amd64', 'systemd-sysv', 'udev', 'kmod',
+                 'grub-pc', 'e2fsprogs', 'util-linux')
 
 # grub-pc's postinst asks which disks to install to; there are none.
 ESSENTIAL_HOOK = ('echo "grub-pc grub-pc/install_devices_empty boolean '
@@ -72,12 +76,46 @@ XENONLY_HOOK = (
     'mkinitramfs -d /etc/initramfs-tools.xenonly '
     '-o /boot/initrd.img-$v.xenonly $v; done\'')
 
+# The same with dracut, as a RHEL/CentOS guest on Xen has it: storage
+# drivers exactly xen-blkfront (what host-only mode finds on a Xen guest;
+# real host-only detection would look at this build machine's disks), the
+# qemu module (virtio, ata) left out. The default initrd.img-<v> that
+# dracut's kernel hook made while installing is generic.
+DRACUT_XENONLY_HOOK = (
+    'chroot "$1" sh -ec \''
+    'for v in $(ls /lib/modules); do '
+    'dracut --force --no-hostonly-cmdline --omit "qemu qemu-net" '
+    '--drivers xen-blkfront --filesystems "ext4 xfs" '
+    '/boot/initrd.img-$v.xenonly $v; done\'')
+
+
+@dataclasses.dataclass(frozen=True)
+class Flavour:
+    """One cached root file system: what builds the initramfs, and how."""
+
+    name: str
+    packages: tuple
+    xenonly_hook: str
+
+
+FLAVOURS = {f.name: f for f in (
+    # Debian-shaped: initramfs-tools.
+    Flavour('initramfs-tools', BASE_PACKAGES + ('initramfs-tools',),
+            XENONLY_HOOK),
+    # RHEL/CentOS-shaped: dracut, with LVM2 and XFS for the LVM guest.
+    Flavour('dracut', BASE_PACKAGES + ('dracut', 'lvm2', 'xfsprogs'),
+            DRACUT_XENONLY_HOOK),
+)}
+
 MARKER_SCRIPT = '''#!/bin/sh
 # Boot test marker: is / the device fstab names, mounted read-write?
 src=$(findmnt -n -o SOURCE /)
 opts=$(findmnt -n -o OPTIONS /)
 want=$(findmnt -n --fstab --evaluate -o SOURCE /)
 case ",$opts," in *,rw,*) mode=rw ;; *) mode=ro ;; esac
+if mountpoint -q /boot; then
+    echo "%(mount)s /boot=$(findmnt -n -o SOURCE /boot)" > /dev/ttyS0
+fi
 if [ "$mode" = rw ] && [ -n "$want" ] &&
         [ "$(readlink -f "$src")" = "$(readlink -f "$want")" ]; then
     echo "%(ok)s root=$src rw" > /dev/ttyS0
@@ -85,7 +123,7 @@ else
     echo "%(bad)s root=$src $mode fstab=$want" > /dev/ttyS0
 fi
 systemctl --no-block poweroff
-''' % {'ok': MARKER_OK, 'bad': MARKER_BAD}
+''' % {'ok': MARKER_OK, 'bad': MARKER_BAD, 'mount': MARKER_MOUNT}
 
 MARKER_UNIT = '''[Unit]
 Description=Boot test marker on ttyS0
@@ -104,17 +142,17 @@ GRUB_CFG = '''# Shaped like grub-mkconfig's output (it cannot run in a chroot).
 set default="0"
 set timeout=0
 insmod part_msdos
-insmod ext2
+insmod %(fs)s
 search --no-floppy --fs-uuid --set=root %(uuid)s
-menuentry 'Debian GNU/Linux' --class debian --class gnu-linux {
+menuentry '%(title)s' --class gnu-linux --class gnu --class os {
 \tinsmod gzio
 \tinsmod part_msdos
-\tinsmod ext2
+\tinsmod %(fs)s
 \tsearch --no-floppy --fs-uuid --set=root %(uuid)s
 \techo\t'Loading Linux %(version)s ...'
-\tlinux\t/boot/vmlinuz-%(version)s root=%(root)s ro %(cmdline)s
+\tlinux\t%(boot)s/vmlinuz-%(version)s root=%(root)s ro %(cmdline)s
 \techo\t'Loading initial ramdisk ...'
-\tinitrd\t/boot/initrd.img-%(version)s
+\tinitrd\t%(boot)s/initrd.img-%(version)s
 }
 '''
 
@@ -139,6 +177,13 @@ class Variant:
     cmdline: str = 'console=ttyS0'
     xen_only_initramfs: bool = False
     xen_network: bool = False      # eth0 bound to a Xen MAC
+    flavour: str = 'initramfs-tools'
+    # An uncompressed early-microcode archive in front of the initramfs,
+    # as dracut and initramfs-tools put it there.
+    early_microcode: bool = False
+    # 'ext4': one ext4 partition; 'lvm-xfs': /boot on XFS, / on XFS in
+    # LVM2 (tests/boot/lvmguest.py).
+    layout: str = 'ext4'
 
 
 # The kernel's console goes to the last console= named; ttyS0 last keeps
@@ -149,6 +194,14 @@ VARIANTS = {v.name: v for v in (
     Variant('xen-initramfs', xen_only_initramfs=True),
     Variant('hvc0-only', cmdline='console=hvc0'),
     Variant('clean'),
+    Variant('dracut-xen', xen_only_initramfs=True, flavour='dracut'),
+    Variant('dracut-microcode', xen_only_initramfs=True, flavour='dracut',
+            early_microcode=True),
+    # RHEL-shaped, as the issue's user met it: /dev/xvda1 for /boot in the
+    # fstab on the LVM root, console=hvc0 in grub.cfg and
+    # /etc/default/grub; its generic dracut initramfs boots on any bus.
+    Variant('lvm-xfs', flavour='dracut', layout='lvm-xfs',
+            cmdline='console=hvc0 console=ttyS0'),
 )}
 
 
@@ -184,16 +237,17 @@ def mirror_lines(path=SOURCES):
     return lines
 
 
-def recipe():
+def recipe(flavour='initramfs-tools'):
+    f = FLAVOURS[flavour]
     return {
         'suite': 'bookworm', 'variant': 'minbase', 'mode': 'root',
-        'packages': sorted(PACKAGES), 'mirrors': mirror_lines(),
-        'hooks': [ESSENTIAL_HOOK, XENONLY_HOOK],
+        'packages': sorted(f.packages), 'mirrors': mirror_lines(),
+        'hooks': [ESSENTIAL_HOOK, f.xenonly_hook],
     }
 
 
-def recipe_key():
-    blob = json.dumps(recipe(), sort_keys=True).encode()
+def recipe_key(flavour='initramfs-tools'):
+    blob = json.dumps(recipe(flavour), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -204,10 +258,10 @@ def _locked(path):
         yield
 
 
-def rootfs_tarball(log=None):
+def rootfs_tarball(log=None, flavour='initramfs-tools'):
     """The cached rootfs tarball; built with mmdebstrap when missing."""
-    r = recipe()
-    key = recipe_key()
+    r = recipe(flavour)
+    key = recipe_key(flavour)
     out = os.path.join(cache_dir(), 'rootfs-%s.tar' % key)
     with _locked(out + '.lock'):
         if os.path.exists(out):
@@ -218,8 +272,8 @@ def rootfs_tarball(log=None):
         argv = ['mmdebstrap', '--mode=' + r['mode'],
                 '--variant=' + r['variant'], '--format=tar',
                 '--include=' + ','.join(r['packages']),
-                '--essential-hook=' + ESSENTIAL_HOOK,
-                '--customize-hook=' + XENONLY_HOOK,
+                '--essential-hook=' + r['hooks'][0],
+                '--customize-hook=' + r['hooks'][1],
                 r['suite'], part] + r['mirrors']
         try:
             if log is None:
@@ -268,13 +322,41 @@ def _write(root, relpath, text, mode=0o644):
     os.chmod(path, mode)
 
 
-def customise(root, variant, fs_uuid):
-    """Turn the extracted base rootfs into ``variant``; return its kernel."""
-    version = kernel_version(root)
-    device = '/dev/xvda1' if variant.xen_names else 'UUID=%s' % fs_uuid
+def _layout_files(root, variant, fs_uuid, version):
+    """fstab, grub.cfg and /etc/default/grub for the variant's layout."""
+    if variant.layout == 'lvm-xfs':
+        # RHEL's shape: / in LVM, /boot its own XFS partition, named as
+        # the guest saw it on Xen.
+        fstab = ('%s / xfs defaults 0 0\n/dev/xvda1 /boot xfs defaults 0 0\n'
+                 % lvmguest.ROOT_MAPPER)
+        device, boot_dir, fs = lvmguest.ROOT_MAPPER, '', 'xfs'
+        cmdline = 'rd.lvm.lv=%s/%s %s' % (lvmguest.VG, lvmguest.LV,
+                                          variant.cmdline)
+    else:
+        device = '/dev/xvda1' if variant.xen_names else 'UUID=%s' % fs_uuid
+        fstab = '%s / ext4 errors=remount-ro 0 1\n' % device
+        boot_dir, fs, cmdline = '/boot', 'ext2', variant.cmdline
     _write(root, '/etc/fstab',
            '# <file system> <mount point> <type> <options> <dump> <pass>\n'
-           '%s / ext4 errors=remount-ro 0 1\n' % device)
+           + fstab)
+    _write(root, '/etc/default/grub',
+           'GRUB_DEFAULT=0\nGRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX="%s"\n'
+           % cmdline)
+    grub = os.path.join(root, 'boot', 'grub')
+    shutil.copytree(GRUB_DIR, os.path.join(grub, 'i386-pc'),
+                    ignore=shutil.ignore_patterns('*.img', '*.image'))
+    _write(root, '/boot/grub/grub.cfg', GRUB_CFG % {
+        'uuid': fs_uuid, 'version': version, 'cmdline': cmdline,
+        'root': device, 'boot': boot_dir, 'fs': fs,
+        'title': 'Debian GNU/Linux (%s)' % variant.flavour})
+
+
+def customise(root, variant, fs_uuid):
+    """Turn the extracted base rootfs into ``variant``; return its kernel.
+
+    ``fs_uuid`` is the UUID of the file system holding /boot.
+    """
+    version = kernel_version(root)
     _write(root, '/etc/hostname', 'gxi-%s\n' % variant.name)
     _write(root, '/usr/local/sbin/gxi-boot-marker', MARKER_SCRIPT, 0o755)
     _write(root, '/etc/systemd/system/gxi-boot-marker.service', MARKER_UNIT)
@@ -288,34 +370,64 @@ def customise(root, variant, fs_uuid):
         _write(root, '/etc/network/interfaces', INTERFACES)
     initrd = os.path.join(root, 'boot', 'initrd.img-' + version)
     conf = os.path.join(root, 'etc', 'initramfs-tools')
+    tools_conf = variant.flavour == 'initramfs-tools'
     if variant.xen_only_initramfs:
         os.replace(initrd + '.xenonly', initrd)
-        shutil.rmtree(conf)
-        os.rename(conf + '.xenonly', conf)
+        if tools_conf:
+            shutil.rmtree(conf)
+            os.rename(conf + '.xenonly', conf)
     else:
         os.unlink(initrd + '.xenonly')
-        shutil.rmtree(conf + '.xenonly')
-    grub = os.path.join(root, 'boot', 'grub')
-    shutil.copytree(GRUB_DIR, os.path.join(grub, 'i386-pc'),
-                    ignore=shutil.ignore_patterns('*.img', '*.image'))
-    _write(root, '/boot/grub/grub.cfg', GRUB_CFG % {
-        'uuid': fs_uuid, 'version': version, 'cmdline': variant.cmdline,
-        'root': device})
+        if tools_conf:
+            shutil.rmtree(conf + '.xenonly')
+    if variant.early_microcode:
+        prepend_early_microcode(initrd)
+    _layout_files(root, variant, fs_uuid, version)
     return version
+
+
+# What dracut (--early-microcode) and initramfs-tools put in the early
+# archive; the content stands in for vendor microcode: the guest kernel
+# has no microcode loader (no CONFIG_MICROCODE_*), and under a hypervisor
+# Linux loads none anyway. What matters is the layout: an uncompressed
+# newc archive in front of the compressed main one.
+EARLY_FILES = ('kernel/x86/microcode/GenuineIntel.bin',
+               'kernel/x86/microcode/AuthenticAMD.bin')
+
+
+def prepend_early_microcode(initrd):
+    """Put GNU cpio's newc archive of early microcode before ``initrd``."""
+    with tempfile.TemporaryDirectory() as tree:
+        names = ['early_cpio', 'kernel', 'kernel/x86',
+                 'kernel/x86/microcode']
+        os.makedirs(os.path.join(tree, 'kernel', 'x86', 'microcode'))
+        _write(tree, 'early_cpio', '1\n')
+        for name in EARLY_FILES:
+            with open(os.path.join(tree, name), 'wb') as f:
+                f.write(b'gxi early microcode stand-in\n' * 512)
+            names.append(name)
+        early = subprocess.run(
+            ['cpio', '-o', '-H', 'newc', '--quiet', '-R', '0:0'],
+            cwd=tree, input='\n'.join(names).encode() + b'\n',
+            capture_output=True, check=True).stdout
+    with open(initrd, 'rb') as f:
+        main = f.read()
+    with open(initrd, 'wb') as f:
+        f.write(early + main)
 
 
 # --------------------------------------------------------------------------
 # The disk: MBR, GRUB in the gap, ext4 at 1 MiB
 
-def _install_grub(disk_fd, fs_uuid, workdir):
+def _install_grub(disk_fd, fs_uuid, workdir, fs='ext2', prefix='/boot/grub'):
     load_cfg = os.path.join(workdir, 'load.cfg')
     with open(load_cfg, 'w') as f:
-        f.write("search.fs_uuid %s root\nset prefix=($root)'/boot/grub'\n"
-                % fs_uuid)
+        f.write("search.fs_uuid %s root\nset prefix=($root)'%s'\n"
+                % (fs_uuid, prefix))
     core = os.path.join(workdir, 'core.img')
     ovakit.run('grub-mkimage', '-O', 'i386-pc', '-d', GRUB_DIR,
-               '-c', load_cfg, '-p', '(hd0,msdos1)/boot/grub', '-o', core,
-               'biosdisk', 'part_msdos', 'ext2', 'search_fs_uuid')
+               '-c', load_cfg, '-p', '(hd0,msdos1)' + prefix, '-o', core,
+               'biosdisk', 'part_msdos', fs, 'search_fs_uuid')
     with open(core, 'rb') as f:
         core_img = f.read()
     if SECTOR + len(core_img) > PART_OFFSET:
@@ -328,8 +440,30 @@ def _install_grub(disk_fd, fs_uuid, workdir):
     os.pwrite(disk_fd, core_img, SECTOR)
 
 
+def build_lvm_disk(variant, path, tarball, workdir):
+    """The lvm-xfs layout, made in a helper VM (tests/boot/lvmguest.py)."""
+    boot_uuid, _ = lvmguest.uuids(variant.name)
+    root = os.path.join(workdir, 'root')
+    os.makedirs(root)
+    ovakit.run('tar', '-C', root, '--numeric-owner', '-xpf', tarball)
+    version = customise(root, variant, boot_uuid)
+    try:
+        lvmguest.build(root, path, version, variant.name, workdir)
+    finally:
+        shutil.rmtree(root)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        _install_grub(fd, boot_uuid, workdir, fs='xfs', prefix='/grub')
+    finally:
+        os.close(fd)
+    return {'variant': variant.name, 'fs_uuid': boot_uuid,
+            'kernel': version, 'path': path}
+
+
 def build_disk(variant, path, tarball, workdir):
     """Write ``variant``'s bootable RAW disk at ``path``; return facts."""
+    if variant.layout == 'lvm-xfs':
+        return build_lvm_disk(variant, path, tarball, workdir)
     fs_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, 'gxi-boot/' + variant.name))
     root = os.path.join(workdir, 'root')
     os.makedirs(root)
@@ -385,9 +519,10 @@ def build_guest(variant, out_dir, tarball):
 
 
 def guests_key():
-    """Changes with the recipe and with the code that shapes the disks."""
-    digest = hashlib.sha256(recipe_key().encode())
-    for module in (__file__, ovakit.__file__):
+    """Changes with the recipes and with the code that shapes the disks."""
+    digest = hashlib.sha256(' '.join(recipe_key(f) for f in FLAVOURS)
+                            .encode())
+    for module in (__file__, lvmguest.__file__, ovakit.__file__):
         with open(module, 'rb') as f:
             digest.update(f.read())
     return digest.hexdigest()[:16]
@@ -412,13 +547,15 @@ def cached_guests(log=None):
     with _locked(os.path.join(cache_dir(), 'guests.lock')):
         index = os.path.join(out, 'guests.json')
         if not os.path.exists(index):
-            tarball = rootfs_tarball(log)
-            _prune('rootfs-', 'rootfs-' + recipe_key())
+            tarballs = {f: rootfs_tarball(log, f) for f in FLAVOURS}
+            _prune('rootfs-', tuple('rootfs-' + recipe_key(f)
+                                    for f in FLAVOURS))
             _prune('guests-', 'guests-' + key)
             part = out + '.part'
             shutil.rmtree(part, ignore_errors=True)
             os.makedirs(part)
-            built = [build_guest(v, part, tarball) for v in VARIANTS.values()]
+            built = [build_guest(v, part, tarballs[v.flavour])
+                     for v in VARIANTS.values()]
             with open(os.path.join(part, 'guests.json'), 'w') as f:
                 json.dump([dataclasses.asdict(g) for g in built], f)
             os.rename(part, out)

@@ -24,6 +24,8 @@ import os
 import subprocess
 import sys
 
+from tests.boot import guestkit
+from tests.boot import lvmguest
 from tests.boot import qemu
 from tests import xvakit
 
@@ -72,6 +74,8 @@ class BootPool(object):
     # disk (tests/xvakit), as xe vm-export compress=zstd writes it.
     PLANNED = (('xen-names', 'auto'), ('xen-names', 'report'),
                ('xen-initramfs', 'auto'), ('xen-initramfs', 'report'),
+               ('dracut-xen', 'auto'), ('dracut-xen', 'report'),
+               ('dracut-microcode', 'auto'), ('lvm-xfs', 'auto'),
                ('clean', 'auto'),
                ('hvc0-only', 'auto'), ('xen-names', 'xva'))
 
@@ -137,3 +141,12 @@ def assert_booted_on_named_bus(properties, result):
     expected = 'GXI-BOOT-OK root=%s rw' % ROOT_DEVICE[
         properties['hw_disk_bus']]
     assert result.marker == expected, result.describe()
+
+
+def assert_lvm_booted_on_named_bus(properties, result):
+    """/ is the LVM volume, rw; /boot the first disk of hw_disk_bus."""
+    assert result.marker == 'GXI-BOOT-OK root=%s rw' % (
+        lvmguest.ROOT_MAPPER), result.describe()
+    boot = '%s /boot=%s' % (guestkit.MARKER_MOUNT,
+                            ROOT_DEVICE[properties['hw_disk_bus']])
+    assert boot in result.log().splitlines(), result.describe()

@@ -27,9 +27,11 @@ from tests.functional import glance_server
 PROPERTY_PREFIXES = ('hw_', 'os_', 'xen_import_')
 
 
-# xen-names: Xen device names and consoles edited; xen-initramfs: an
-# initramfs with only xen-blkfront, repaired.
-@pytest.mark.parametrize('name', ['xen-names', 'xen-initramfs'])
+# xen-names: Xen device names and consoles edited; xen-initramfs and
+# dracut-xen: an initramfs (initramfs-tools, dracut) with only
+# xen-blkfront, repaired.
+@pytest.mark.parametrize('name', ['xen-names', 'xen-initramfs',
+                                  'dracut-xen'])
 def test_xen_guest_imported_through_glance_boots(name, glance, guests,
                                                  boot_dir, accel, boots):
     # ``boots`` is asked for so the queued CLI boots run meanwhile.

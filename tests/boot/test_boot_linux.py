@@ -20,6 +20,8 @@ its fstab names, mounted read-write.
 
 import re
 
+import pytest
+
 from tests.boot import runs
 from tests import ovakit
 
@@ -44,6 +46,27 @@ def reasons(properties):
     return properties.get('xen_import_fixup_reasons', '').split(',')
 
 
+def assert_flagged_and_unchanged(run, guest, reason):
+    """Report mode: the reason is given and the disk is byte-identical."""
+    properties = run.conversion.properties
+    assert properties['xen_import_fixup_required'] == 'true'
+    assert reason in reasons(properties)
+    assert_unchanged(run, guest)
+    return properties
+
+
+def assert_initramfs_repaired(run, generator):
+    properties = run.conversion.properties
+    assert properties['xen_import_fixup_required'] == 'false'
+    assert 'initramfs-drivers' in properties[
+        'xen_import_fixups_applied'].split(',')
+    repair = run.conversion.report['linux_fixup']['initramfs']
+    assert repair['generator'] == generator
+    bus = (properties['hw_disk_bus'], properties.get('hw_scsi_model'))
+    assert runs.BUS_DRIVER[bus] in repair['added_modules']
+    return repair
+
+
 # -- xen-names: /dev/xvda1 in fstab and grub.cfg, hvc0, Xen MAC rules ------
 
 def test_xen_names_fixed_by_default_boots(boots):
@@ -53,10 +76,7 @@ def test_xen_names_fixed_by_default_boots(boots):
 
 def test_xen_names_report_mode_leaves_the_disk_alone(boots, guests):
     run = boots.result('xen-names', 'report')
-    properties = run.conversion.properties
-    assert properties['xen_import_fixup_required'] == 'true'
-    assert 'xvd-device-names' in reasons(properties)
-    assert_unchanged(run, guests['xen-names'])
+    assert_flagged_and_unchanged(run, guests['xen-names'], 'xvd-device-names')
 
 
 def test_xen_names_unfixed_stops_in_the_initramfs(boots):
@@ -78,30 +98,27 @@ def test_xen_names_from_a_compressed_xva_boots(boots):
 
 # -- xen-initramfs: an initramfs holding only xen-blkfront ---------------
 
-def test_xen_only_initramfs_is_repaired_by_default_and_boots(boots):
-    # initramfs-tools MODULES=list with xen-blkfront only: the import adds
-    # the named bus's drivers from the guest's own module tree.
-    run = boots.result('xen-initramfs', 'auto')
-    properties = run.conversion.properties
-    assert properties['xen_import_fixup_required'] == 'false'
-    assert 'initramfs-drivers' in properties[
-        'xen_import_fixups_applied'].split(',')
-    repair = run.conversion.report['linux_fixup']['initramfs']
-    bus = (properties['hw_disk_bus'], properties.get('hw_scsi_model'))
-    assert runs.BUS_DRIVER[bus] in repair['added_modules']
+# initramfs-tools MODULES=list, or dracut (what its host-only mode builds
+# on Xen), with xen-blkfront as the only storage driver: the import adds
+# the named bus's drivers from the guest's own module tree, loaded by udev
+# and conf/modules or rd.driver.pre, and the guest mounts its root there.
+@pytest.mark.parametrize('name, generator', [
+    ('xen-initramfs', 'initramfs-tools'), ('dracut-xen', 'dracut')])
+def test_xen_only_initramfs_is_repaired_by_default_and_boots(boots, name,
+                                                             generator):
+    run = boots.result(name, 'auto')
+    assert_initramfs_repaired(run, generator)
     assert_booted(run)
 
 
 def test_xen_only_initramfs_in_report_mode_is_flagged(boots, guests):
     run = boots.result('xen-initramfs', 'report')
-    properties = run.conversion.properties
-    assert properties['xen_import_fixup_required'] == 'true'
-    assert 'initramfs-lacks-kvm-storage' in reasons(properties)
+    properties = assert_flagged_and_unchanged(
+        run, guests['xen-initramfs'], 'initramfs-lacks-kvm-storage')
     missing = [d.replace('-', '_') for d in
                properties['xen_import_missing_drivers'].split(',')]
     bus = (properties['hw_disk_bus'], properties.get('hw_scsi_model'))
     assert runs.BUS_DRIVER[bus] in missing
-    assert_unchanged(run, guests['xen-initramfs'])
 
 
 def test_xen_only_initramfs_unrepaired_does_not_boot(boots, guests):
@@ -127,3 +144,42 @@ def test_hvc0_as_the_only_console_is_fixed_and_boots(boots):
     assert properties['xen_import_fixup_required'] == 'false'
     assert 'console:tty0' in properties['xen_import_fixups_applied']
     assert_booted(run)
+
+
+# -- RHEL/CentOS-shaped: dracut, LVM, XFS ----------------------------------
+
+def test_dracut_xen_only_initramfs_in_report_mode_is_flagged(boots, guests):
+    run = boots.result('dracut-xen', 'report')
+    assert_flagged_and_unchanged(run, guests['dracut-xen'],
+                                 'initramfs-lacks-kvm-storage')
+
+
+def test_dracut_xen_only_initramfs_unrepaired_does_not_boot(boots):
+    # dracut waits for the root device, then gives up to its emergency
+    # shell: the flag is honest and the harness sees the failure.
+    run = boots.result('dracut-xen', 'report')
+    assert run.boot.marker is None, run.boot.describe()
+    assert 'Entering emergency mode' in run.boot.log(), run.boot.describe()
+
+
+def test_dracut_initramfs_with_early_microcode_is_repaired_and_boots(boots):
+    # An uncompressed early-microcode archive (GNU cpio's) in front of
+    # dracut's: kept byte for byte in front of the rewritten main one.
+    run = boots.result('dracut-microcode', 'auto')
+    repair = assert_initramfs_repaired(run, 'dracut')
+    assert repair['kept_prefix_bytes'] > 0
+    assert repair['compression'].startswith('none+')
+    assert_booted(run)
+
+
+def test_lvm_xfs_guest_with_xen_names_is_fixed_and_boots(boots):
+    # / in an LVM2 logical volume (XFS), /boot on XFS named /dev/xvda1 in
+    # the fstab inside the volume, console=hvc0: edited in both file
+    # systems, then the guest mounts both from the named bus.
+    run = boots.result('lvm-xfs', 'auto')
+    properties = run.conversion.properties
+    assert properties['xen_import_fixup_required'] == 'false', properties
+    applied = properties['xen_import_fixups_applied'].split(',')
+    assert 'console:tty0' in applied, applied
+    assert any(a.startswith('device-names:') for a in applied), applied
+    runs.assert_lvm_booted_on_named_bus(properties, run.boot)
