@@ -623,12 +623,21 @@ def _compose(data, contents, collector, entries, config, scratch):
             raise exception.GuestError('the main archive: %s' % exc)
         room = len(data) - prefix
         tried = []
+        packed_by = {}      # each compressor runs once: None when too big
         for name, make, readable in _candidates(config, room):
             if name not in tried:
                 tried.append(name)
-            try:
-                packed = _compress(make, [rewritten], room)
-            except _TooBig:
+            if readable and name == 'xz' and room % 4:
+                # An xz stream is whole 4-byte units: the slack's length
+                # is room % 4 whatever it compresses to.
+                continue
+            if name not in packed_by:
+                try:
+                    packed_by[name] = _compress(make, [rewritten], room)
+                except _TooBig:
+                    packed_by[name] = None
+            packed = packed_by[name]
+            if packed is None:
                 continue
             if readable and not _tool_readable(name, room - len(packed)):
                 continue
