@@ -63,14 +63,13 @@ def _windows_unverified(guest, opts):
                                          for v in guest.volumes)
 
 
-def _vioscsi_ready(guest, opts):
-    win = _windows(guest)
-    return win is not None and win.virtio_boot_ready('vioscsi')
-
-
-def _viostor_ready(guest, opts):
-    win = _windows(guest)
-    return win is not None and win.virtio_boot_ready('viostor')
+def _windows_ready_on(bus):
+    # Windows' own rules (inspect/bootbus.py) let it start from this bus
+    # on some machine type.
+    def test(guest, opts):
+        win = _windows(guest)
+        return win is not None and win.ready_bus((bus,)) is not None
+    return test
 
 
 def _is_windows(guest, opts):
@@ -94,8 +93,10 @@ def _linux_boots_from(bus):
 DISK_BUS_TABLE = (
     (_xen_drivers_active, ('ide', None)),
     (_windows_unverified, ('ide', None)),
-    (_vioscsi_ready, ('scsi', 'virtio-scsi')),
-    (_viostor_ready, ('virtio', None)),
+    (_windows_ready_on('virtio-scsi'), ('scsi', 'virtio-scsi')),
+    (_windows_ready_on('virtio-blk'), ('virtio', None)),
+    (_windows_ready_on('sata'), ('sata', None)),
+    # IDE when it is ready; otherwise windows-no-boot-bus says so.
     (_is_windows, ('ide', None)),
     (_linux_boots_from('virtio-scsi'), ('scsi', 'virtio-scsi')),
     (_linux_boots_from('virtio-blk'), ('virtio', None)),
@@ -127,6 +128,33 @@ def firmware_type(guest, layout):
 def _inspection_incomplete(guest, layout):
     # Fail closed: what could not be read cannot be said to need nothing.
     return bool(guest is not None and guest.incomplete)
+
+
+def _windows_no_boot_bus(guest, layout):
+    # Fail closed: no controller KVM offers is bound to a boot-start
+    # driver Windows can load (or SYSTEM said nothing about it).
+    win = _windows(guest)
+    return bool(win and not guest.incomplete and win.ready_bus() is None)
+
+
+# hw_disk_bus (+ hw_scsi_model) -> the bus name of inspect/bootbus.py.
+_BOOTBUS_NAMES = {('scsi', 'virtio-scsi'): 'virtio-scsi',
+                  ('virtio', None): 'virtio-blk', ('sata', None): 'sata',
+                  ('ide', None): 'ide'}
+
+
+def machine_type(guest, bus, model):
+    """hw_machine_type: where Windows' IDs are bound; pc for IDE.
+
+    None leaves the cloud's default (Linux, or no ready Windows bus).
+    """
+    win = _windows(guest)
+    name = _BOOTBUS_NAMES.get((bus, model if bus == 'scsi' else None))
+    if win is not None and name is not None:
+        ready = win.ready_bus((name,))
+        if ready is not None:
+            return ready.machine
+    return 'pc' if bus == 'ide' else None
 
 
 def _xen_pv_drivers(guest, layout):
@@ -216,6 +244,7 @@ def _no_boot_code(guest, layout):
 FIXUP_REASONS = (
     ('inspection-incomplete', _inspection_incomplete),
     ('xen-pv-drivers', _xen_pv_drivers),
+    ('windows-no-boot-bus', _windows_no_boot_bus),
     ('xen-class-filters', _xen_class_filters),
     ('bcd-mismatch', _bcd_mismatch),
     ('dirty-hive', _dirty_hive),
@@ -317,8 +346,9 @@ def decide(guest, layout, package, source, opts):
     properties['hw_disk_bus'] = bus
     if bus == 'scsi' and model:
         properties['hw_scsi_model'] = model
-    if bus == 'ide':
-        properties['hw_machine_type'] = 'pc'
+    machine = machine_type(guest, bus, model)
+    if machine:
+        properties['hw_machine_type'] = machine
     properties['hw_vif_model'] = _vif_model(guest)
     properties['hw_firmware_type'] = firmware_type(guest, layout)
     reasons = fixup_reasons(guest, layout)

@@ -170,8 +170,15 @@ def _system_spec(gen):
                         'LastKnownGood': ['dword', 1]}],
             [CS + 'Control\\Session Manager\\Environment',
              {'PROCESSOR_ARCHITECTURE': ['sz', 'AMD64']}],
-            [CS + 'Services\\intelide', make_guests.service(0)],
             [CS + 'Services\\Disk', make_guests.service(0)]]
+    # The inbox IDE bindings every install has (the base disk holds the
+    # drivers' files), in the database this NT version binds with.
+    keys += make_guests.boot_services(CS, make_guests.IDE_SERVICES)
+    if gen.nt >= (6, 2):
+        keys += make_guests.driver_database(
+            'mshdc.inf', make_guests.IDE_PACKAGE, make_guests.IDE_BINDINGS)
+    else:
+        keys += make_guests.critical_devices(CS, make_guests.IDE_BINDINGS)
     for name, (start, kind) in gen.services.items():
         keys.append([CS + 'Services\\' + name,
                      make_guests.service(start, kind=kind)])

@@ -54,13 +54,19 @@ def _unsafe_reason(guest, win):
 
 
 def needs_windows_fixup(guest):
-    """True when the guest is Windows with Xen PV drivers still active."""
+    """True for Windows with Xen PV drivers active or storage demoted.
+
+    Demoted: a storage driver's StartOverride on NT 6.2 and later.
+    """
     win = getattr(guest, 'windows', None)
     if win is None:
         return False
     # ForceUnplug is read by xenbus/xenfilt: with them disabled and out of
     # the filter lists it asks nothing of anybody, so alone it needs no fix.
-    return bool(win.enabled_xen_services or win.xen_filters)
+    if win.enabled_xen_services or win.xen_filters:
+        return True
+    return bool(win.demoted_storage and win.major_version is not None
+                and (win.major_version, win.minor_version or 0) >= (6, 2))
 
 
 def _edit_hive(data, nt_version):

@@ -25,7 +25,8 @@ inspect/xentools.py, applied to every control set Select points to:
   legacy xenfilt\\Unplug DISKS/NICS) made to ask for nothing, so the
   emulated disks and NICs are not unplugged;
 - on NT 6.2 and later, StartOverride cleared for the storage drivers, so
-  the drivers KVM's disks need are not demoted.
+  the drivers KVM's disks need are not demoted (also done for a guest
+  with no Xen drivers left, when a storage driver is demoted).
 
 The legacy event channel driver (xenevtchn) goes PV whenever it loads
 unless its key holds NOPVBoot; PVDriversRemoval adds that value because it
@@ -50,9 +51,7 @@ from glance_xen_import.inspect import xentools
 FILTERS = xentools.ALL_SERVICES
 FILTER_VALUES = ('UpperFilters', 'LowerFilters')
 SELECT_VALUES = ('Current', 'Default', 'LastKnownGood')
-# Storage drivers whose StartOverride XenBootFix deletes, plus virtio's.
-STORAGE_SERVICES = ('stornvme', 'storahci', 'pciide', 'intelide', 'atapi',
-                    'viostor', 'vioscsi')
+STORAGE_SERVICES = drivers.STORAGE_SERVICES
 
 
 def control_sets(hive):
@@ -172,7 +171,7 @@ def neutralise(hive, nt_version=None):
         _disable_services(hive, control_set, actions)
         _remove_filters(hive, control_set, actions)
         _clear_unplug(hive, control_set, actions)
-        if nt_version is not None and tuple(nt_version) >= (6, 2):
+        if _clears_overrides(nt_version):
             _clear_start_overrides(hive, control_set, actions)
     return sorted(actions)
 
@@ -187,11 +186,15 @@ def fix_hive(data, nt_version=None):
     hive = regf.Hive(data)
     actions = neutralise(hive, nt_version)
     if actions:
-        check(data, hive)
+        check(data, hive, _clears_overrides(nt_version))
     return hive, actions
 
 
-def check(original, hive):
+def _clears_overrides(nt_version):
+    return nt_version is not None and tuple(nt_version) >= (6, 2)
+
+
+def check(original, hive, overrides_cleared=False):
     """Re-read an edited hive from its bytes alone before it is written.
 
     Our own structure walk again from scratch (bins, cell chains, every
@@ -202,10 +205,10 @@ def check(original, hive):
     edited = bytes(hive.data)
     regf.Hive(edited)
     hivecheck.compare(original, edited, hive.expected)
-    verify(edited, control_sets(hive))
+    verify(edited, control_sets(hive), overrides_cleared)
 
 
-def verify(data, sets):
+def verify(data, sets, overrides_cleared=False):
     """Re-read the edited hive with libregf and check every edit held."""
     hive_file = pyregf.file()
     try:
@@ -223,6 +226,8 @@ def verify(data, sets):
                         raise exception.GuestError(
                             'after the fixup %s\\%s is still enabled'
                             % (control_set, key.name))
+            if overrides_cleared:
+                _verify_no_overrides(services, control_set)
             classes = base.get_sub_key_by_path('Control\\Class')
             for key in (classes.sub_keys if classes is not None else []):
                 for value_name in FILTER_VALUES:
@@ -241,3 +246,14 @@ def verify(data, sets):
             'the edited SYSTEM hive does not read back: %s' % exc)
     finally:
         hive_file.close()
+
+
+def _verify_no_overrides(services, control_set):
+    for key in (services.sub_keys if services is not None else []):
+        if key.name.lower() not in STORAGE_SERVICES:
+            continue
+        override = key.get_sub_key_by_name('StartOverride')
+        if override is not None and override.number_of_values:
+            raise exception.GuestError(
+                'after the fixup %s\\%s still has a StartOverride'
+                % (control_set, key.name))

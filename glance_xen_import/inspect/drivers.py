@@ -42,6 +42,11 @@ VIRTIO_DEVICE_IDS = {
     'netkvm': ('1000', '1041'),
 }
 VIRTIO_STORAGE = ('vioscsi', 'viostor')
+# Storage drivers whose StartOverride XenBootFix deletes, plus the IDE
+# channel driver and virtio's: Windows 8+ demotes any of them that no
+# device used at the last boot, which on Xen is all of them.
+STORAGE_SERVICES = ('stornvme', 'storahci', 'pciide', 'intelide', 'atapi',
+                    'viostor', 'vioscsi')
 VIRTIO_NETWORK = 'netkvm'
 VIRTIO_CATALOGS = {name + '.cat': name for name in VIRTIO_DEVICE_IDS}
 

@@ -146,6 +146,11 @@ class WindowsFacts:
         default_factory=list)
     virtio: dict[str, VirtioDriver] = dataclasses.field(
         default_factory=dict)
+    # inspect/bootbus.Readiness for each (bus, machine type), preferred
+    # first: whether Windows' own rules let it start from that controller.
+    boot_buses: list = dataclasses.field(default_factory=list)
+    # Storage drivers with a non-zero StartOverride (Windows 8+).
+    demoted_storage: list[str] = dataclasses.field(default_factory=list)
     dirty_hives: list[str] = dataclasses.field(default_factory=list)
     hibernated: bool = False
     hiberfile_signature: str | None = None
@@ -165,6 +170,13 @@ class WindowsFacts:
     @property
     def bcd_mismatch(self):
         return any(store.mismatch for store in self.bcd)
+
+    def ready_bus(self, buses=None):
+        """The first boot-ready Readiness (of ``buses`` if given), or None."""
+        for readiness in self.boot_buses:
+            if readiness.ready and (buses is None or readiness.bus in buses):
+                return readiness
+        return None
 
     def virtio_boot_ready(self, name):
         driver = self.virtio.get(name)

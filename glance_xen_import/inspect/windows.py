@@ -19,6 +19,7 @@ Read from the offline SOFTWARE, SYSTEM and (Windows 10+) DRIVERS hives,
 import re
 
 from glance_xen_import.inspect import bcd
+from glance_xen_import.inspect import bootbus
 from glance_xen_import.inspect import drivers
 from glance_xen_import.inspect import facts
 from glance_xen_import.inspect import filesystem
@@ -109,7 +110,8 @@ def _read_hives(fs, systemroot, win, notes, incomplete):
         else:
             notes.append('no readable SOFTWARE hive under %s' % systemroot)
         if system is not None:
-            _read_system(system, drivers_hive, win, notes)
+            _read_system(system, drivers_hive, win, notes,
+                         lambda path: fs.is_file(systemroot + '/' + path))
         else:
             notes.append('no readable SYSTEM hive under %s' % systemroot)
         for hive in opened:
@@ -196,7 +198,12 @@ def _service(hive, services, name):
                               type=hive.dword(key, 'Type'))
 
 
-def _read_system(hive, drivers_hive, win, notes):
+def _read_system(hive, drivers_hive, win, notes, file_exists=None):
+    """Facts from SYSTEM (and DRIVERS).
+
+    ``file_exists(path)`` says whether a file under the system root exists
+    (path relative to it, '/'-separated); None checks no files.
+    """
     control_set = _control_set(hive, notes)
     win.control_set = control_set
     if control_set is None:
@@ -225,7 +232,8 @@ def _read_system(hive, drivers_hive, win, notes):
                     win.xen_filters.append(facts.ClassFilter(
                         class_guid=class_guid, value=value,
                         driver=entry.strip()))
-    _read_virtio(hive, drivers_hive, services, control, win, notes)
+    _read_virtio(hive, drivers_hive, services, control, win, notes,
+                 file_exists)
 
 
 def _read_xen_traps(hive, services, win):
@@ -314,7 +322,12 @@ def _start_override(hive, services, name):
     return max(values) if values else None
 
 
-def _read_virtio(hive, drivers_hive, services, control, win, notes):
+# The bus each virtio storage driver serves (inspect/bootbus.py).
+_VIRTIO_BUS = {'vioscsi': 'virtio-scsi', 'viostor': 'virtio-blk'}
+
+
+def _read_virtio(hive, drivers_hive, services, control, win, notes,
+                 file_exists):
     has_database, database_ids = _driver_database_ids((hive, drivers_hive))
     cdd_ids = _critical_device_ids(hive, control)
     version = (win.major_version, win.minor_version or 0)
@@ -322,24 +335,26 @@ def _read_virtio(hive, drivers_hive, services, control, win, notes):
         use_cdd = version <= _LAST_CDD_VERSION
     else:
         use_cdd = not has_database
+    if not use_cdd and not has_database:
+        notes.append('no DriverDatabase in SYSTEM or DRIVERS: no storage '
+                     'driver can be shown bound to a controller')
+    win.boot_buses = bootbus.evaluate(
+        hive, drivers_hive, control,
+        bootbus.Services(hive, services, file_exists), use_cdd)
+    win.demoted_storage = sorted(
+        name for name in drivers.STORAGE_SERVICES
+        if _start_override(hive, services, name))
     for name in drivers.VIRTIO_DEVICE_IDS:
         driver = facts.VirtioDriver(name=name)
         driver.service = _service(hive, services, name)
         driver.start_override = _start_override(hive, services, name)
         ids = cdd_ids.get(name, []) if use_cdd else database_ids.get(name, [])
         driver.device_ids = sorted(ids)
-        boot_start = (driver.service is not None and
-                      driver.service.start == 0 and
-                      not driver.start_override)
-        if use_cdd or has_database:
-            driver.boot_ready = boot_start and bool(driver.device_ids)
-        else:
-            driver.boot_ready = boot_start
-            if boot_start:
-                notes.append('%s is boot-start but no DriverDatabase was '
-                             'found to bind it to a device' % name)
-        if name not in drivers.VIRTIO_STORAGE:
-            driver.boot_ready = False
+        # Boot-ready: Windows' rules let it start from the bus the driver
+        # serves on some machine type.
+        driver.boot_ready = any(
+            r.ready and (r.service or '').lower() == name
+            for r in win.boot_buses if r.bus == _VIRTIO_BUS.get(name))
         win.virtio[name] = driver
 
 

@@ -146,6 +146,20 @@ def test_hive_keeps_size_and_base_block():
     windows.verify(hive.data, windows.control_sets(hive))
 
 
+def test_verify_refuses_a_storage_override_left_behind():
+    # The fixture's storage drivers carry StartOverride values; a hive
+    # claimed cleared that still has them is refused.
+    _original, hive, _actions = _edited('xen-system.hive', (10, 0))
+    sets = windows.control_sets(hive)
+    windows.verify(hive.data, sets, overrides_cleared=True)
+    # NT 6.1 edits leave StartOverride alone (Windows 7 has none).
+    _original, hive, _actions = _edited('xen-system.hive', (6, 1))
+    windows.verify(hive.data, sets)
+    with pytest.raises(exception.GuestError,
+                       match=r'still has a StartOverride$'):
+        windows.verify(hive.data, sets, overrides_cleared=True)
+
+
 def test_hive_reads_back_whole_with_hivexml(tmp_path):
     if shutil.which('hivexml') is None:
         pytest.skip('hivexml (Debian libhivex-bin) is not installed')

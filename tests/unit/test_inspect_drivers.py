@@ -20,7 +20,10 @@ from glance_xen_import.inspect import drivers
 from glance_xen_import.inspect import facts
 from glance_xen_import.inspect import inf
 from glance_xen_import.inspect import windows
+from tests import linuxkit
 from tests.unit import test_inspect_registry as reg
+
+make_guests = linuxkit.make_guests
 
 XENBUS_INF = (
     '; xenbus.inf\r\n[Version]\r\nSignature="$Windows NT$"\r\n'
@@ -109,8 +112,12 @@ BOOT_VIOSTOR = ['ControlSet001\\Services\\viostor',
 CDD_VIOSTOR = ['ControlSet001\\Control\\CriticalDeviceDatabase\\'
                'pci#ven_1af4&dev_1001&subsys_00021af4&rev_00',
                {'Service': ['sz', 'viostor']}]
-DDB_VIOSTOR = ['DriverDatabase\\DeviceIds\\PCI\\VEN_1AF4&DEV_1001',
-               {'viostor.inf': ['binary', '01ff0000']}]
+# The whole DriverDatabase chain Windows 8+ follows: DeviceIds -> INF ->
+# active package -> descriptor -> configuration -> Service.
+DDB_VIOSTOR = make_guests.driver_database(
+    'oem3.inf', 'viostor.inf_amd64_0123456789abcdef',
+    {'VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00':
+     ('rhelscsi_inst', 'viostor')})
 
 
 def test_nt61_needs_a_critical_device_entry(tmp_path):
@@ -140,19 +147,32 @@ def test_nt62_uses_the_driver_database(tmp_path):
                                     {}]])
     assert not win.virtio_boot_ready('viostor')
     # Windows 8/8.1 keep the database in SYSTEM itself.
-    win, _ = _virtio(tmp_path, [BOOT_VIOSTOR, DDB_VIOSTOR], (6, 3))
+    win, _ = _virtio(tmp_path, [BOOT_VIOSTOR] + DDB_VIOSTOR, (6, 3))
     assert win.virtio_boot_ready('viostor')
     # Windows 10+ in the DRIVERS hive.
     win, _ = _virtio(tmp_path, [BOOT_VIOSTOR], (10, 0),
-                     drivers_keys=[DDB_VIOSTOR])
+                     drivers_keys=DDB_VIOSTOR)
     assert win.virtio_boot_ready('viostor')
-    assert win.virtio['viostor'].device_ids == ['VEN_1AF4&DEV_1001']
+    assert win.virtio['viostor'].device_ids == [
+        'VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00']
+
+
+def test_driver_database_entry_without_its_chain_is_not_enough(tmp_path):
+    # DeviceIds names an INF, but no package says which service it binds.
+    device_id = ['DriverDatabase\\DeviceIds\\PCI\\VEN_1AF4&DEV_1001',
+                 {'viostor.inf': ['binary', '01ff0000']}]
+    win, _ = _virtio(tmp_path, [BOOT_VIOSTOR], (10, 0),
+                     drivers_keys=[device_id])
+    assert not win.virtio_boot_ready('viostor')
+    blk = [r for r in win.boot_buses if r.bus == 'virtio-blk']
+    assert blk[0].reason == ('DriverDatabase entry VEN_1AF4&DEV_1001 leads '
+                             'to no service')
 
 
 def test_start_override_demotes(tmp_path):
     override = ['ControlSet001\\Services\\viostor\\StartOverride',
                 {'0': ['dword', 3]}]
-    win, _ = _virtio(tmp_path, [BOOT_VIOSTOR, override, DDB_VIOSTOR],
+    win, _ = _virtio(tmp_path, [BOOT_VIOSTOR, override] + DDB_VIOSTOR,
                      (10, 0))
     assert win.virtio['viostor'].start_override == 3
     assert not win.virtio_boot_ready('viostor')
@@ -164,9 +184,10 @@ def test_unknown_version_without_any_database(tmp_path):
     assert win.virtio_boot_ready('viostor')
 
 
-def test_win8_without_driver_database_accepts_boot_start(tmp_path):
+def test_win8_without_driver_database_is_not_boot_ready(tmp_path):
+    # Nothing shows the driver bound to a controller: not assumed.
     win, notes = _virtio(tmp_path, [BOOT_VIOSTOR], (6, 2))
-    assert win.virtio_boot_ready('viostor')
+    assert not win.virtio_boot_ready('viostor')
     assert any('no DriverDatabase' in note for note in notes)
 
 

@@ -260,7 +260,8 @@ def test_windows_uefi_viostor_from_driver_database(inspected):
     assert win.location == 'partition 3'
     assert win.virtio_boot_ready('viostor')
     assert win.virtio['viostor'].device_ids == [
-        'VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00']
+        'VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00',
+        'VEN_1AF4&DEV_1042&SUBSYS_11001AF4&REV_01']
     # vioscsi is bound, but Windows demoted it (StartOverride 0 = 3).
     assert win.virtio['vioscsi'].start_override == 3
     assert not win.virtio_boot_ready('vioscsi')

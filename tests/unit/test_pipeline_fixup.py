@@ -96,6 +96,27 @@ def test_disk_bus_is_decided_again_from_the_fixed_registry(tmp_path):
     assert fixed['xen_import_xen_tools'] == 'vm-tools'
 
 
+def test_demoted_virtio_driver_is_made_boot_ready_without_xen(tmp_path):
+    # Server 2019 with no Xen drivers: vioscsi installed and bound in the
+    # DriverDatabase, but demoted (StartOverride\0 = 3). Report mode
+    # leaves the disk alone and takes viostor, which is ready; auto
+    # clears the override, and vioscsi is then ready too.
+    ovakit.require_tools('qemu-img')
+    raw, ova = _ova(tmp_path, 'win2019-uefi')
+    dest = str(tmp_path / 'report.raw')
+    reported = _convert(ova, dest, '--windows-fixup', 'report')
+    assert reported['properties']['hw_disk_bus'] == 'virtio'
+    assert ovakit.first_difference(raw, dest) is None
+    fixed = _convert(ova, str(tmp_path / 'fixed.raw'))
+    props = fixed['properties']
+    assert props['xen_import_fixups_applied'] == (
+        'startoverride-cleared:vioscsi')
+    assert (props['hw_disk_bus'], props['hw_scsi_model'],
+            props['hw_machine_type']) == ('scsi', 'virtio-scsi', 'pc')
+    assert props['xen_import_fixup_required'] == 'false'
+    assert fixed['guest']['windows']['demoted_storage'] == []
+
+
 def test_guest_without_xen_drivers_converts_byte_identical(tmp_path):
     ovakit.require_tools('qemu-img')
     raw, ova = _ova(tmp_path, 'win7-vioscsi')

@@ -17,6 +17,7 @@ import types
 import pytest
 
 from glance_xen_import import inspect
+from glance_xen_import.inspect import bootbus
 from glance_xen_import.inspect import facts
 from glance_xen_import import options
 from glance_xen_import import policy
@@ -31,11 +32,22 @@ PACKAGE = types.SimpleNamespace(virtual_system_type='hvm-3.0-unknown',
                                 os_id=None, os_description=None)
 
 
-def windows_guest(version=(6, 1), **win):
+def buses(*ready):
+    """Readiness of every (bus, machine), ready for those named."""
+    return [bootbus.Readiness(bus, machine, ready=(bus, machine) in ready)
+            for bus, machine in bootbus.PREFERENCE]
+
+
+# What a Windows install binds by itself: its IDE controller on pc.
+INBOX = (('ide', 'pc'),)
+
+
+def windows_guest(version=(6, 1), ready=INBOX, **win):
     facts_ = facts.WindowsFacts(location='partition 1',
                                 systemroot='/Windows',
                                 major_version=version[0],
-                                minor_version=version[1], **win)
+                                minor_version=version[1],
+                                boot_buses=buses(*ready), **win)
     return facts.GuestFacts(os_type='windows', distro='windows',
                             version=facts_.version, windows=facts_,
                             boot_code=True)
@@ -64,11 +76,19 @@ def decide(guest, layout=MBR, opts=None, source='vhd-dynamic:caml'):
 # -- disk bus -----------------------------------------------------------------
 
 def test_windows_with_boot_ready_vioscsi_uses_virtio_scsi():
-    guest = windows_guest(virtio={'vioscsi': virtio('vioscsi', True, 0)})
+    guest = windows_guest(ready=INBOX + (('virtio-scsi', 'pc'),))
     props = decide(guest)
     assert props['hw_disk_bus'] == 'scsi'
     assert props['hw_scsi_model'] == 'virtio-scsi'
-    assert 'hw_machine_type' not in props
+    assert props['hw_machine_type'] == 'pc'
+
+
+def test_virtio_bound_only_to_the_modern_id_needs_q35():
+    # On pc the controller shows the transitional ID, which nothing binds.
+    guest = windows_guest(ready=INBOX + (('virtio-blk', 'q35'),))
+    props = decide(guest)
+    assert props['hw_disk_bus'] == 'virtio'
+    assert props['hw_machine_type'] == 'q35'
 
 
 @pytest.mark.parametrize('xen', [
@@ -79,8 +99,7 @@ def test_windows_with_boot_ready_vioscsi_uses_virtio_scsi():
 ])
 def test_active_xen_drivers_keep_virtio_out_of_the_first_boot(xen):
     # The fixup was not allowed (report mode) or not possible.
-    guest = windows_guest(virtio={'vioscsi': virtio('vioscsi', True, 0)},
-                          **xen)
+    guest = windows_guest(ready=INBOX + (('virtio-scsi', 'pc'),), **xen)
     props = decide(guest)
     assert props['hw_disk_bus'] == 'ide'
     assert props['hw_machine_type'] == 'pc'
@@ -88,28 +107,43 @@ def test_active_xen_drivers_keep_virtio_out_of_the_first_boot(xen):
 
 
 def test_vioscsi_wins_over_viostor():
-    guest = windows_guest(virtio={'vioscsi': virtio('vioscsi', True, 0),
-                                  'viostor': virtio('viostor', True, 0)})
+    guest = windows_guest(ready=INBOX + (('virtio-scsi', 'pc'),
+                                         ('virtio-blk', 'pc')))
     assert decide(guest)['hw_disk_bus'] == 'scsi'
 
 
 def test_windows_with_boot_ready_viostor_only_uses_virtio_blk():
-    guest = windows_guest(virtio={'viostor': virtio('viostor', True, 0),
-                                  'vioscsi': virtio('vioscsi', False, 0)})
+    guest = windows_guest(ready=INBOX + (('virtio-blk', 'pc'),
+                                         ('virtio-blk', 'q35')))
     props = decide(guest)
     assert props['hw_disk_bus'] == 'virtio'
     assert 'hw_scsi_model' not in props
-    assert 'hw_machine_type' not in props
+    # Both machine types would do: pc, Nova's default.
+    assert props['hw_machine_type'] == 'pc'
 
 
 def test_windows_without_boot_ready_virtio_uses_ide_on_pc():
-    # Staged or demand-start drivers are not enough to boot from.
-    guest = windows_guest(virtio={'viostor': virtio('viostor', False, 3,
-                                                    staged=True)})
-    props = decide(guest)
+    props = decide(windows_guest())
     assert props['hw_disk_bus'] == 'ide'
     assert props['hw_machine_type'] == 'pc'
     assert 'hw_scsi_model' not in props
+    assert props['xen_import_fixup_required'] == 'false'
+
+
+def test_sata_when_ide_is_demoted():
+    # intelide/atapi demoted by StartOverride, storahci boot-start.
+    props = decide(windows_guest((10, 0), ready=(('sata', 'pc'),
+                                                 ('sata', 'q35'))))
+    assert props['hw_disk_bus'] == 'sata'
+    assert props['hw_machine_type'] == 'pc'
+    assert props['xen_import_fixup_required'] == 'false'
+
+
+def test_windows_with_no_ready_bus_is_flagged():
+    props = decide(windows_guest(ready=()))
+    assert props['xen_import_fixup_required'] == 'true'
+    assert props['xen_import_fixup_reasons'] == 'windows-no-boot-bus'
+    assert props['hw_disk_bus'] == 'ide'
 
 
 def test_windows_ignores_the_configured_default():
@@ -366,12 +400,16 @@ EXPECTED = {
         'xen_import_xen_tools': 'xenserver-6.1-7.x'},
     'win7-vioscsi': {
         'os_type': 'windows', 'os_distro': 'windows', 'os_version': '6.1',
+        # vioscsi bound in the CDD to its transitional ID: pc.
         'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi',
+        'hw_machine_type': 'pc',
         'hw_vif_model': 'virtio', 'hw_firmware_type': 'bios',
         'xen_import_fixup_required': 'false'},
     'win2019-uefi': {
         'os_type': 'windows', 'os_distro': 'windows', 'os_version': '10.0',
-        'hw_disk_bus': 'virtio', 'hw_vif_model': 'virtio',
+        # viostor bound to both IDs (vioscsi demoted): pc, the default.
+        'hw_disk_bus': 'virtio', 'hw_machine_type': 'pc',
+        'hw_vif_model': 'virtio',
         'hw_firmware_type': 'uefi', 'xen_import_fixup_required': 'false'},
     'win2008-unclean': {
         'os_type': 'windows', 'os_distro': 'windows', 'os_version': '6.0',
@@ -436,8 +474,7 @@ def test_fixture_guest_properties(name, disks):
 # -- inspection that gave up ------------------------------------------------
 
 def test_windows_with_an_unreadable_hive_fails_closed():
-    guest = windows_guest((10, 0))
-    guest.windows.virtio['vioscsi'] = virtio('vioscsi', ready=True)
+    guest = windows_guest((10, 0), ready=INBOX + (('virtio-scsi', 'pc'),))
     guest.incomplete.append('SYSTEM hive unreadable')
     props = decide(guest)
     assert props['xen_import_fixup_required'] == 'true'
