@@ -197,11 +197,11 @@ VARIANTS = {v.name: v for v in (
     Variant('dracut-xen', xen_only_initramfs=True, flavour='dracut'),
     Variant('dracut-microcode', xen_only_initramfs=True, flavour='dracut',
             early_microcode=True),
-    # RHEL-shaped, as the user met it: /dev/xvda1 for /boot in the
-    # fstab on the LVM root, console=hvc0 in grub.cfg and
-    # /etc/default/grub; its generic dracut initramfs boots on any bus.
+    # A RHEL guest as it leaves Xen: /dev/xvda1 for /boot in the fstab on
+    # the LVM root, console=hvc0 in grub.cfg and /etc/default/grub, and
+    # dracut's initramfs on XFS /boot with only xen-blkfront for storage.
     Variant('lvm-xfs', flavour='dracut', layout='lvm-xfs',
-            cmdline='console=hvc0 console=ttyS0'),
+            xen_only_initramfs=True, cmdline='console=hvc0 console=ttyS0'),
 )}
 
 

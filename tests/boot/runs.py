@@ -63,7 +63,7 @@ class Run:
     """One planned conversion of a guest and the boot of its result."""
 
     conversion: Conversion
-    boot: qemu.BootResult
+    boot: qemu.BootResult      # None for NOT_BOOTED runs
 
 
 class BootPool(object):
@@ -76,8 +76,12 @@ class BootPool(object):
                ('xen-initramfs', 'auto'), ('xen-initramfs', 'report'),
                ('dracut-xen', 'auto'), ('dracut-xen', 'report'),
                ('dracut-microcode', 'auto'), ('lvm-xfs', 'auto'),
-               ('clean', 'auto'),
+               ('lvm-xfs', 'report'), ('clean', 'auto'),
                ('hvc0-only', 'auto'), ('xen-names', 'xva'))
+    # Converted only. Unrepaired, both wait in dracut's initqueue for a
+    # root that never comes (rd.retry, 180 s of guest time, several
+    # minutes under TCG); xen-initramfs (report) shows such a failure.
+    NOT_BOOTED = (('dracut-xen', 'report'), ('lvm-xfs', 'report'))
 
     def __init__(self, guests, workdir, accel):
         self.guests = guests
@@ -95,9 +99,11 @@ class BootPool(object):
         else:
             conversion = convert(self.guests[name].ova, base + '.raw',
                                  '--linux-fixup', mode)
-        result = boot_and_record(conversion.raw, conversion.properties,
-                                 base + '.serial.log', self.accel,
-                                 '%s (%s)' % (name, mode))
+        result = None
+        if (name, mode) not in self.NOT_BOOTED:
+            result = boot_and_record(conversion.raw, conversion.properties,
+                                     base + '.serial.log', self.accel,
+                                     '%s (%s)' % (name, mode))
         return Run(conversion, result)
 
     def result(self, name, mode):

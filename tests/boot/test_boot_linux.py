@@ -22,6 +22,7 @@ import re
 
 import pytest
 
+from tests.boot import lvmguest
 from tests.boot import runs
 from tests import ovakit
 
@@ -154,14 +155,6 @@ def test_dracut_xen_only_initramfs_in_report_mode_is_flagged(boots, guests):
                                  'initramfs-lacks-kvm-storage')
 
 
-def test_dracut_xen_only_initramfs_unrepaired_does_not_boot(boots):
-    # dracut waits for the root device, then gives up to its emergency
-    # shell: the flag is honest and the harness sees the failure.
-    run = boots.result('dracut-xen', 'report')
-    assert run.boot.marker is None, run.boot.describe()
-    assert 'Entering emergency mode' in run.boot.log(), run.boot.describe()
-
-
 def test_dracut_initramfs_with_early_microcode_is_repaired_and_boots(boots):
     # An uncompressed early-microcode archive (GNU cpio's) in front of
     # dracut's: kept byte for byte in front of the rewritten main one.
@@ -172,14 +165,25 @@ def test_dracut_initramfs_with_early_microcode_is_repaired_and_boots(boots):
     assert_booted(run)
 
 
-def test_lvm_xfs_guest_with_xen_names_is_fixed_and_boots(boots):
+def test_lvm_xfs_guest_from_xen_is_fixed_and_boots(boots):
     # / in an LVM2 logical volume (XFS), /boot on XFS named /dev/xvda1 in
-    # the fstab inside the volume, console=hvc0: edited in both file
+    # the fstab inside the volume, console=hvc0, a xen-blkfront-only
+    # dracut initramfs on /boot: edited and repaired in both file
     # systems, then the guest mounts both from the named bus.
     run = boots.result('lvm-xfs', 'auto')
     properties = run.conversion.properties
-    assert properties['xen_import_fixup_required'] == 'false', properties
+    assert_initramfs_repaired(run, 'dracut')
     applied = properties['xen_import_fixups_applied'].split(',')
     assert 'console:tty0' in applied, applied
     assert any(a.startswith('device-names:') for a in applied), applied
+    files = run.conversion.report['linux_fixup']['files']
+    assert any(f.startswith('partition 2/%s/%s:/etc/fstab:'
+                            % (lvmguest.VG, lvmguest.LV)) for f in files)
     runs.assert_lvm_booted_on_named_bus(properties, run.boot)
+
+
+def test_lvm_xfs_guest_in_report_mode_is_flagged(boots, guests):
+    run = boots.result('lvm-xfs', 'report')
+    properties = assert_flagged_and_unchanged(run, guests['lvm-xfs'],
+                                              'xvd-device-names')
+    assert 'initramfs-lacks-kvm-storage' in reasons(properties)

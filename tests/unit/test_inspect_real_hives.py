@@ -28,8 +28,7 @@ import pytest
 
 from glance_xen_import.inspect import facts
 from glance_xen_import.inspect import windows
-from glance_xen_import import options
-from glance_xen_import import policy
+from tests.unit import test_inspect_bootbus as bootbus_tests
 from tests.unit import test_inspect_registry as reg
 
 REAL = os.path.join(os.path.dirname(__file__), os.pardir, 'fixtures',
@@ -69,15 +68,11 @@ def judged(path, version):
     return win
 
 
-def ready(win):
-    return {(r.bus, r.machine) for r in win.boot_buses if r.ready}
+ready = bootbus_tests.ready
 
 
 def disk_bus(win):
-    guest = facts.GuestFacts(os_type='windows', distro='windows',
-                             version=win.version, windows=win,
-                             boot_code=True)
-    props = policy.decide(guest, None, None, None, options.Options())
+    props = bootbus_tests.decide(win)
     return (props['hw_disk_bus'], props.get('hw_machine_type'),
             props.get('xen_import_fixup_reasons'))
 
