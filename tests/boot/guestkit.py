@@ -446,9 +446,14 @@ def build_lvm_disk(variant, path, tarball, workdir):
     root = os.path.join(workdir, 'root')
     os.makedirs(root)
     ovakit.run('tar', '-C', root, '--numeric-owner', '-xpf', tarball)
+    # The helper VM boots from the generic initramfs, whatever the
+    # variant leaves in the guest.
+    generic = os.path.join(workdir, 'builder-initrd')
+    shutil.copyfile(os.path.join(root, 'boot', 'initrd.img-'
+                                 + kernel_version(root)), generic)
     version = customise(root, variant, boot_uuid)
     try:
-        lvmguest.build(root, path, version, variant.name, workdir)
+        lvmguest.build(root, path, version, variant.name, workdir, generic)
     finally:
         shutil.rmtree(root)
     fd = os.open(path, os.O_WRONLY)

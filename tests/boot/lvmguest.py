@@ -99,11 +99,12 @@ def partition(path, label_id):
                          (BOOT_START + BOOT_SIZE) // SECTOR)).encode())
 
 
-def build(root, path, version, name, workdir):
+def build(root, path, version, name, workdir, initrd):
     """Make ``path`` from the guest tree ``root`` in a helper VM.
 
-    ``root`` is left with the builder script added; the caller removes
-    the tree.
+    The VM boots the tree's kernel with ``initrd`` (a generic one, with
+    virtio_blk). ``root`` is left with the builder script added; the
+    caller removes the tree.
     """
     boot_uuid, root_uuid = uuids(name)
     label_id = struct.unpack('<I', uuid.UUID(boot_uuid).bytes[:4])[0]
@@ -119,7 +120,6 @@ def build(root, path, version, name, workdir):
     ovakit.run('mkfs.ext4', '-F', '-q', '-d', root, builder_disk,
                str(1536 * MiB // 1024) + 'k')
     kernel = os.path.join(root, 'boot', 'vmlinuz-' + version)
-    initrd = os.path.join(root, 'boot', 'initrd.img-' + version)
     log = os.path.join(workdir, 'builder.serial.log')
     # Nested KVM can be far slower than TCG: the boot tests' probe picks.
     accel = qemu.pick_accelerator(qemu.probe_accelerators(kernel, workdir))
