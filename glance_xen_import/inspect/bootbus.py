@@ -49,6 +49,8 @@ PREFERENCE = (
 # Drivers the controller's own driver hands the disks to.
 CHANNEL_SERVICES = {'ide': ('atapi',)}
 SERVICE_BOOT_START = 0
+# INFs one device ID names in the DriverDatabase (a real one names a few).
+MAX_INFS_PER_ID = 64
 _SYSTEMROOT_PREFIX = re.compile(r'^(?:\\systemroot\\|%systemroot%\\)',
                                 re.IGNORECASE)
 _SAFE_FILE = re.compile(r'^[A-Za-z0-9_.\\ -]{1,240}$')
@@ -179,7 +181,8 @@ def driver_database_binding(hive, ids):
         key = hive.key(device_id, pci)
         if key is None:
             continue
-        for inf in sorted(hive.value_names(key), key=str.lower):
+        names = hive.value_names(key)[:MAX_INFS_PER_ID]
+        for inf in sorted(names, key=str.lower):
             service = _package_service(hive, database, inf, device_id)
             if service:
                 return device_id, service

@@ -27,8 +27,10 @@ from glance_xen_import.inspect import filesystem
 # Windows itself refuses hives of 2 GiB and more. The hive is not read
 # into memory: pyregf reads the cells it needs through the filesystem.
 HIVE_MAX_BYTES = 1024 * 1024 * 1024
-# Subkeys looked at under one key (Services holds about a thousand).
+# Subkeys and values looked at under one key (Services holds about a
+# thousand subkeys).
 MAX_SUBKEYS = 100000
+MAX_VALUES = 100000
 
 REG_SZ = 1
 REG_EXPAND_SZ = 2
@@ -114,7 +116,8 @@ class Hive:
             return []
         names = []
         try:
-            for index in range(key.get_number_of_values()):
+            count = min(key.get_number_of_values(), MAX_VALUES)
+            for index in range(count):
                 names.append(key.get_value(index).get_name() or '')
         except _ERRORS:
             self._failed()
