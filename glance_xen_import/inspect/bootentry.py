@@ -120,7 +120,9 @@ def parse_bls(text, ident, env):
         key, _, value = line.partition(' ')
         value = value.strip()
         if key == 'initrd':
-            entry['initrds'].extend(value.split())
+            # GRUB's blscfg expands variables here: RHEL 8/9 entries end
+            # in $tuned_initrd, empty unless tuned set it in grubenv.
+            entry['initrds'].extend(_expand(value, env).split())
         else:
             values.setdefault(key, value)
     entry['title'] = values.get('title') or ident

@@ -195,6 +195,22 @@ def test_dracut_image_names_the_drivers_in_cmdline_d(tmp_path):
         'virtio_scsi']
 
 
+def test_rhel_bls_entry_with_tuned_initrd_is_repaired(tmp_path):
+    # RHEL 8/9 entries load "initrd /initramfs-<v>.img $tuned_initrd";
+    # with tuned_initrd unset in grubenv GRUB loads the one file.
+    initrd, _ = make_initrd(tmp_path, generator='dracut')
+    files = guest_files(tmp_path, initrd)
+    del files['/boot/grub/grub.cfg']
+    files['/boot/loader/entries/0123-%s.conf' % KVER] = (
+        'title Rocky Linux (%s) 9.3\nversion %s\nlinux /boot/vmlinuz-%s\n'
+        'initrd %s $tuned_initrd\noptions root=/dev/sda1 ro $tuned_params\n'
+        % (KVER, KVER, KVER, INITRD))
+    raw, out, report = convert(tmp_path, files)
+    assert reasons(report) == ['no-boot-code']
+    assert report['properties']['xen_import_fixups_applied'] == (
+        'initramfs-drivers')
+
+
 def test_virtio_blk_bus_gets_virtio_blk(tmp_path):
     initrd, _ = make_initrd(tmp_path)
     raw, out, report = convert(tmp_path, guest_files(tmp_path, initrd),

@@ -216,10 +216,21 @@ def test_bls_newest_version_first_without_saved_entry(tmp_path):
     assert entry.source == 'vol:/grub2/grub.cfg'
     assert entry.kernel == '/vmlinuz-4.18.0-513.5.1.el8_9.x86_64'
     assert entry.version == '4.18.0-513.5.1.el8_9.x86_64'
-    assert entry.initrds == ['/initramfs-4.18.0-513.5.1.el8_9.x86_64.img',
-                             '$tuned_initrd']
+    # $tuned_initrd is not in grubenv: GRUB expands it to nothing.
+    assert entry.initrds == ['/initramfs-4.18.0-513.5.1.el8_9.x86_64.img']
     assert entry.cmdline == ('root=/dev/mapper/rhel-root ro crashkernel=auto '
                              'rhgb quiet')
+
+
+def test_bls_initrd_variables_come_from_grubenv(tmp_path):
+    files = rhel_boot()
+    env = files['/grub2/grubenv'].rstrip('#')
+    env += 'tuned_initrd=/tuned-initrd.img\n'
+    files['/grub2/grubenv'] = env + '#' * (1024 - len(env))
+    with ext4(tmp_path, files) as fs:
+        entry = entry_of(fs, '')
+    assert entry.initrds == ['/initramfs-4.18.0-513.5.1.el8_9.x86_64.img',
+                             '/tuned-initrd.img']
 
 
 def test_bls_saved_entry_from_grubenv(tmp_path):
